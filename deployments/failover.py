@@ -1,0 +1,200 @@
+"""An ordered list of backends for one modality, with failover and cool-down.
+
+A call goes to the first backend that is loaded and not cooling down. When it raises a retryable
+error or times out, the next backend answers. A backend that fails `failure_threshold` times in a
+row is skipped for `cooldown_s`; after that it gets one more chance. Errors that are the client's
+(`InvalidInput`) are raised at once: another backend would refuse the same input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from deployments.types import (
+    Backend,
+    BackendInfo,
+    BackendTimeout,
+    ModelError,
+    ModelUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackendState:
+    backend: Backend
+    loaded: bool = False
+    load_error: str | None = None
+    consecutive_failures: int = 0
+    cooling_until: float = 0.0
+    last_error: str | None = None
+    calls: int = 0
+    failures: int = 0
+    disabled: bool = False
+
+    def status(self, now: float) -> str:
+        if not self.loaded:
+            return "unavailable"
+        if self.disabled:
+            return "disabled"
+        if now < self.cooling_until:
+            return "cooling_down"
+        if self.consecutive_failures:
+            return "failing"
+        return "ready"
+
+
+class BackendChain:
+    """Calls the backends of one modality in order, failing over on retryable errors."""
+
+    def __init__(
+        self,
+        backends: list[Backend],
+        *,
+        timeout_s: float = 120.0,
+        failure_threshold: int = 3,
+        cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not backends:
+            raise ValueError("a modality needs at least one backend")
+        self.states = [BackendState(b) for b in backends]
+        self.timeout_s = timeout_s
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+
+    def load(self) -> None:
+        """Load every backend; one that cannot load is kept, marked unavailable with its reason."""
+        for state in self.states:
+            try:
+                state.backend.load()
+            except Exception as exc:  # a backend's load may fail in any library-specific way
+                state.load_error = str(exc) or type(exc).__name__
+                log.warning("backend %s could not load: %s", state.backend.name, state.load_error)
+            else:
+                state.loaded = True
+
+    # -------------------------------------------------------------- state
+
+    def infos(self) -> list[BackendInfo]:
+        now = self.clock()
+        return [
+            BackendInfo(
+                name=s.backend.name,
+                model=s.backend.model,
+                ready=s.status(now) in ("ready", "failing"),
+                reason=s.load_error or s.last_error,
+                voices=list(getattr(s.backend, "voices", [])),
+            )
+            for s in self.states
+        ]
+
+    def health(self) -> list[dict[str, Any]]:
+        """The failover machinery's own view of each backend, for `/readyz` and admin."""
+        now = self.clock()
+        return [
+            {
+                "backend": s.backend.name,
+                "model": s.backend.model,
+                "status": s.status(now),
+                "reason": s.load_error or s.last_error,
+                "calls": s.calls,
+                "failures": s.failures,
+            }
+            for s in self.states
+        ]
+
+    def ready(self) -> bool:
+        return any(s.loaded and not s.disabled for s in self.states)
+
+    def unavailable_reason(self) -> str:
+        reasons = [f"{s.backend.name}: {s.load_error or s.last_error or s.status(self.clock())}" for s in self.states]
+        return "no backend can serve this request (" + "; ".join(reasons) + ")"
+
+    def _candidates(self) -> list[BackendState]:
+        now = self.clock()
+        usable = [s for s in self.states if s.loaded and not s.disabled]
+        fresh = [s for s in usable if now >= s.cooling_until]
+        # When every usable backend is cooling down, try them anyway rather than refuse outright.
+        return fresh or usable
+
+    def _succeeded(self, state: BackendState) -> None:
+        state.calls += 1
+        state.consecutive_failures = 0
+        state.last_error = None
+
+    def _failed(self, state: BackendState, error: BaseException) -> None:
+        state.calls += 1
+        state.failures += 1
+        state.consecutive_failures += 1
+        state.last_error = f"{type(error).__name__}: {error}"
+        if state.consecutive_failures >= self.failure_threshold:
+            state.cooling_until = self.clock() + self.cooldown_s
+        log.warning("backend %s failed: %s", state.backend.name, state.last_error)
+
+    # -------------------------------------------------------------- calls
+
+    async def run(self, request: Any) -> Any:
+        """The result of the first backend that answers."""
+        last_error: BaseException | None = None
+        for state in self._candidates():
+            try:
+                result = await asyncio.wait_for(state.backend.run(request), self.timeout_s)
+            except ModelError as exc:
+                if not exc.retryable:
+                    self._succeeded(state)  # the backend is fine; the input was not
+                    raise
+                self._failed(state, exc)
+                last_error = exc
+            except asyncio.TimeoutError:
+                last_error = BackendTimeout(f"{state.backend.name} did not answer in {self.timeout_s:g} s")
+                self._failed(state, last_error)
+            except Exception as exc:  # an engine crash: fail over rather than fail the request
+                self._failed(state, exc)
+                last_error = exc
+            else:
+                self._succeeded(state)
+                return result
+        raise ModelUnavailable(self.unavailable_reason()) from last_error
+
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
+        """Stream from the first backend that yields its first chunk; fail over only before that."""
+        last_error: BaseException | None = None
+        for state in self._candidates():
+            stream_fn = getattr(state.backend, "stream", None)
+            if stream_fn is None:
+                continue
+            iterator = stream_fn(request).__aiter__()
+            try:
+                first = await asyncio.wait_for(iterator.__anext__(), self.timeout_s)
+            except StopAsyncIteration:
+                self._succeeded(state)
+                return
+            except ModelError as exc:
+                if not exc.retryable:
+                    self._succeeded(state)
+                    raise
+                self._failed(state, exc)
+                last_error = exc
+                continue
+            except asyncio.TimeoutError:
+                last_error = BackendTimeout(f"{state.backend.name} did not answer in {self.timeout_s:g} s")
+                self._failed(state, last_error)
+                continue
+            except Exception as exc:
+                self._failed(state, exc)
+                last_error = exc
+                continue
+            yield first
+            async for chunk in iterator:
+                yield chunk
+            self._succeeded(state)
+            return
+        raise ModelUnavailable(self.unavailable_reason()) from last_error

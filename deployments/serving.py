@@ -1,0 +1,105 @@
+"""The Serve deployment that every modality uses: a failover chain of backends behind two methods.
+
+`ModalityServer` is plain Python (tests build it directly); `modality_deployment(service)` wraps it
+as a Ray Serve deployment named after the service. Replica counts, autoscaling, CPUs and GPUs come
+from the Serve config's `deployments:` section, so the same class runs on a laptop and on GPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from deployments.failover import BackendChain
+from deployments.registry import build_backend
+from deployments.types import SERVICES, Backend, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class UnloadableBackend:
+    """Stands in for a backend whose code cannot even be imported, so the chain reports why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.model = name
+        self.reason = reason
+
+    def load(self) -> None:
+        raise ModelUnavailable(self.reason)
+
+    async def run(self, request: Any) -> Any:
+        raise ModelUnavailable(self.reason)
+
+
+class ModalityServer:
+    """One replica of one modality.
+
+    `config` is the service's section of the app config:
+    `{"backends": [{"name": "llama_cpp", "options": {...}}, ...], "concurrency": 1,
+    "timeout_s": 120, "failure_threshold": 3, "cooldown_s": 30}`.
+
+    `concurrency` is how many model calls the backend truly runs at once. The deployment's
+    `max_ongoing_requests` is one more than that, so that status and health calls are never stuck
+    behind a long generation, while model calls beyond it wait here (and, in front of the
+    replica, in the fair-share scheduler).
+    """
+
+    def __init__(self, service: str, config: dict[str, Any]) -> None:
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}")
+        self.service = service
+        backends = [self._build(spec) for spec in config["backends"]]
+        self.chain = BackendChain(
+            backends,
+            timeout_s=float(config.get("timeout_s", 120.0)),
+            failure_threshold=int(config.get("failure_threshold", 3)),
+            cooldown_s=float(config.get("cooldown_s", 30.0)),
+        )
+        self.chain.load()
+        self.slots = asyncio.Semaphore(int(config.get("concurrency", 1)))
+
+    def _build(self, spec: dict[str, Any]) -> Backend:
+        try:
+            return build_backend(self.service, spec["name"], spec.get("options"))
+        except ImportError as exc:  # an optional extra that is not installed: report, keep serving
+            return UnloadableBackend(spec["name"], f"cannot import its engine ({exc}); install the extra it needs")
+
+    async def run(self, request: Any) -> Any:
+        if not self.chain.ready():
+            raise ModelUnavailable(self.chain.unavailable_reason())
+        async with self.slots:
+            return await self.chain.run(request)
+
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
+        if not self.chain.ready():
+            raise ModelUnavailable(self.chain.unavailable_reason())
+        async with self.slots:
+            async for chunk in self.chain.stream(request):
+                yield chunk
+
+    async def status(self) -> dict[str, Any]:
+        """Readiness and the backends in failover order, for `/readyz` and `/v1/models`."""
+        return {
+            "service": self.service,
+            "ready": self.chain.ready(),
+            "reason": None if self.chain.ready() else self.chain.unavailable_reason(),
+            "backends": [info.__dict__ for info in self.chain.infos()],
+            "health": self.chain.health(),
+        }
+
+
+def modality_deployment(service: str):  # -> serve.Deployment
+    """The Serve deployment of one modality, with CPU-friendly defaults the config may override."""
+    from ray import serve
+
+    return serve.deployment(
+        ModalityServer,
+        name=service,
+        max_ongoing_requests=2,
+        ray_actor_options={"num_cpus": 0.2},
+        health_check_period_s=10,
+        graceful_shutdown_timeout_s=30,
+    )

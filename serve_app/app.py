@@ -1,0 +1,65 @@
+"""The HTTP ingress: a FastAPI app under `@serve.ingress`, and the builder that `serve run` names."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.serving import modality_deployment
+from deployments.types import SERVICES
+from serve_app.deps import body_limit, set_platform
+from serve_app.errors import install_error_handlers
+from serve_app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from serve_app.platform import Platform
+from serve_app.routes import health, openai
+from serve_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Labubu: multi-tenant, multimodal AI serving on Ray Serve.
+
+Every route but `/healthz`, `/readyz`, `/docs` and `/openapi.json` takes `Authorization: Bearer <JWT>`.
+Errors are `{"error": {"code", "message", "details"}}`."""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Labubu AI Platform", version="1.0.0", description=DESCRIPTION)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=body_limit)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    return app
+
+
+app = create_app()
+
+
+@serve.deployment(
+    name="ingress",
+    max_ongoing_requests=200,
+    ray_actor_options={"num_cpus": 0.1},
+    graceful_shutdown_timeout_s=30,
+)
+@serve.ingress(app)
+class Ingress:
+    """The replica that serves HTTP; it holds a handle to each modality deployment."""
+
+    def __init__(self, settings: dict[str, Any], **handles: DeploymentHandle) -> None:
+        set_platform(Platform(Settings.from_dict(settings), handles))
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """The whole application: the ingress and the five modality deployments.
+
+    `serve_config.yaml` names this builder; its `args` are the settings' app args (see README).
+    """
+    settings = Settings.load(args)
+    handles = {
+        service: modality_deployment(service).bind(service, settings.services[service]) for service in SERVICES
+    }
+    return Ingress.bind(settings.to_dict(), **handles)

@@ -1,0 +1,85 @@
+"""JWT authentication: who is calling, and for which tenant.
+
+The tenant is always the token's `tenant` claim; nothing in a request body can change it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import jwt
+
+from serve_app.errors import ApiError
+
+
+class Role(str, Enum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    sub: str
+    tenant: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+class TokenVerifier:
+    """Checks bearer tokens against the one configured algorithm and key."""
+
+    # A token is a few hundred bytes; anything far larger is refused before it is parsed.
+    MAX_TOKEN_BYTES = 8192
+
+    def __init__(self, key: str, algorithm: str) -> None:
+        if algorithm not in ("HS256", "RS256"):
+            raise ValueError(f"unsupported JWT algorithm {algorithm}")
+        self.key = key
+        self.algorithm = algorithm
+
+    def verify(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise unauthorized("an `Authorization: Bearer <token>` header is required")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized("the Authorization header must be `Bearer <token>`")
+        if len(token) > self.MAX_TOKEN_BYTES:
+            raise unauthorized("the token is too large")
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.algorithm],  # exactly one: no `none`, no algorithm confusion
+                options={"require": ["exp", "sub", "tenant"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise unauthorized("the token is not valid yet") from None
+        except jwt.InvalidTokenError as exc:
+            raise unauthorized(f"the token is invalid: {exc}") from None
+        sub, tenant, role = claims.get("sub"), claims.get("tenant"), claims.get("role", "user")
+        if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
+            raise unauthorized("the token's `sub` and `tenant` claims must be non-empty strings")
+        if role not in ("user", "admin"):
+            raise unauthorized("the token's `role` must be `user` or `admin`")
+        return Principal(sub=sub, tenant=tenant, role=Role(role))
+
+
+def issue_token(secret: str, tenant: str, sub: str = "user", role: str = "user", ttl_s: int = 3600) -> str:
+    """An HS256 token for `tenant`, as `labubu token` prints it."""
+    now = int(time.time())
+    claims = {"sub": sub, "tenant": tenant, "role": role, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,36 @@
+"""Liveness and readiness, without auth, for load balancers and Kubernetes probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from serve_app.deps import get_platform
+from serve_app.errors import error_response
+from serve_app.platform import Platform
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="200 while the ingress runs")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", summary="200 when every deployment is ready, else 503 with what is not")
+async def readyz(platform: Platform = Depends(get_platform)) -> JSONResponse:
+    statuses = await platform.all_status()
+    services = {
+        service: {"ready": bool(status.get("ready")), "reason": status.get("reason")}
+        for service, status in statuses.items()
+    }
+    not_ready = [
+        {"field": f"services.{service}", "reason": state["reason"] or "not ready"}
+        for service, state in services.items()
+        if not state["ready"]
+    ]
+    if not_ready:
+        names = ", ".join(d["field"].removeprefix("services.") for d in not_ready)
+        response = error_response(503, "not_ready", f"not ready: {names}", not_ready, retry_after=5)
+        return response
+    return JSONResponse({"status": "ready", "services": services})

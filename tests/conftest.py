@@ -1,0 +1,95 @@
+"""Session-wide test settings: offline model hubs, few threads, and one Ray cluster for the run."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports torch, transformers or ray.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_JWT_SECRET = "test-secret-for-the-labubu-test-suite-only-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_token(tenant: str = "acme", sub: str = "alice", role: str = "user", ttl_s: int = 600) -> str:
+    from serve_app.auth import issue_token
+
+    return issue_token(TEST_JWT_SECRET, tenant=tenant, sub=sub, role=role, ttl_s=ttl_s)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster for the whole run (RAY_NOTES.md: start-up costs seconds)."""
+    import ray
+
+    ray.init(
+        address="local",  # always a new cluster of our own, never a leftover one
+        num_cpus=4,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()  # serve.shutdown() first would only add seconds
+
+
+@pytest.fixture(scope="session")
+def platform_url(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The whole platform, deployed once with the CPU models and the tiny-random image fixtures."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    data_dir: Path = tmp_path_factory.mktemp("labubu-data")
+    os.environ["LABUBU_JWT_SECRET"] = TEST_JWT_SECRET
+    os.environ["LABUBU_DATA_DIR"] = str(data_dir)
+    os.environ["LABUBU_IMAGE_BACKENDS"] = "tiny-random"
+    os.environ["LABUBU_MAX_BODY_BYTES"] = str(2 * 1024 * 1024)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({}), name="labubu", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url)
+    return url
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{url}/readyz", timeout=10)
+            if last.status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise RuntimeError(f"the platform did not become ready: {last!r} {getattr(last, 'text', '')}")
+
+
+@pytest.fixture()
+def token() -> str:
+    return make_token()
+
+
+@pytest.fixture()
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
