@@ -1,0 +1,138 @@
+"""The failover chain: order, retryable errors, timeouts, cool-down, and client errors passed through.
+
+The chain's last backend is the real llama.cpp model, so a failover really ends in a generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from deployments.failover import BackendChain
+from deployments.llm import LlamaCppBackend
+from deployments.types import (
+    BackendFailure,
+    ChatMessage,
+    InvalidInput,
+    LLMChunk,
+    LLMRequest,
+    LLMResult,
+    ModelUnavailable,
+)
+
+
+class ScriptedBackend:
+    """A backend whose behaviour the test sets: fail, hang, refuse input, or answer."""
+
+    def __init__(self, name: str, behaviour: str = "answer", loads: bool = True) -> None:
+        self.name = name
+        self.model = f"{name}-model"
+        self.behaviour = behaviour
+        self.loads = loads
+        self.calls = 0
+
+    def load(self) -> None:
+        if not self.loads:
+            raise ModelUnavailable(f"{self.name} has no weights")
+
+    async def run(self, request: Any) -> LLMResult:
+        self.calls += 1
+        if self.behaviour == "fail":
+            raise BackendFailure("HTTP 500 from the provider")
+        if self.behaviour == "crash":
+            raise RuntimeError("engine crashed")
+        if self.behaviour == "hang":
+            await asyncio.sleep(60)
+        if self.behaviour == "refuse":
+            raise InvalidInput("bad input")
+        return LLMResult(text=self.name, finish_reason="stop", prompt_tokens=1, completion_tokens=1)
+
+    async def stream(self, request: Any):  # type: ignore[no-untyped-def]
+        result = await self.run(request)
+        yield LLMChunk(text=result.text, finish_reason="stop")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def llama() -> LlamaCppBackend:
+    backend = LlamaCppBackend(n_threads=1)
+    backend.load()
+    return backend
+
+
+REQUEST = LLMRequest(messages=[ChatMessage("user", "Say hi.")], max_tokens=8, temperature=0)
+
+
+def chain(*backends: Any, **options: Any) -> BackendChain:
+    made = BackendChain(list(backends), **options)
+    made.load()
+    return made
+
+
+async def test_first_backend_answers() -> None:
+    first, second = ScriptedBackend("a"), ScriptedBackend("b")
+    assert (await chain(first, second).run(REQUEST)).text == "a"
+    assert second.calls == 0
+
+
+async def test_failing_backend_fails_over_to_the_real_model(llama: LlamaCppBackend) -> None:
+    failing = ScriptedBackend("cloud", "fail")
+    result = await chain(failing, llama).run(REQUEST)
+    assert failing.calls == 1
+    assert result.model == "SmolLM2-135M-Instruct" and result.completion_tokens > 0
+
+
+@pytest.mark.parametrize("behaviour", ["crash", "hang"])
+async def test_crash_and_timeout_fail_over(behaviour: str) -> None:
+    made = chain(ScriptedBackend("bad", behaviour), ScriptedBackend("good"), timeout_s=0.2)
+    assert (await made.run(REQUEST)).text == "good"
+    assert made.health()[0]["failures"] == 1
+
+
+async def test_client_error_is_not_failed_over() -> None:
+    second = ScriptedBackend("b")
+    with pytest.raises(InvalidInput):
+        await chain(ScriptedBackend("a", "refuse"), second).run(REQUEST)
+    assert second.calls == 0
+
+
+async def test_backend_that_cannot_load_is_skipped_and_reported() -> None:
+    made = chain(ScriptedBackend("a", loads=False), ScriptedBackend("b"))
+    assert (await made.run(REQUEST)).text == "b"
+    health = made.health()
+    assert health[0]["status"] == "unavailable" and "no weights" in health[0]["reason"]
+
+
+async def test_repeated_failures_cool_down_then_retry() -> None:
+    clock = Clock()
+    failing, good = ScriptedBackend("a", "fail"), ScriptedBackend("b")
+    made = chain(failing, good, failure_threshold=2, cooldown_s=30, clock=clock)
+    for _ in range(2):
+        assert (await made.run(REQUEST)).text == "b"
+    assert made.health()[0]["status"] == "cooling_down"
+    await made.run(REQUEST)
+    assert failing.calls == 2  # skipped while cooling down
+    clock.now += 31
+    failing.behaviour = "answer"
+    assert (await made.run(REQUEST)).text == "a"
+    assert made.health()[0]["status"] == "ready"
+
+
+async def test_all_failing_is_model_unavailable() -> None:
+    with pytest.raises(ModelUnavailable) as caught:
+        await chain(ScriptedBackend("a", "fail"), ScriptedBackend("b", "fail")).run(REQUEST)
+    assert "a:" in caught.value.message and "b:" in caught.value.message
+
+
+async def test_stream_fails_over_before_the_first_chunk(llama: LlamaCppBackend) -> None:
+    chunks = [c async for c in chain(ScriptedBackend("cloud", "fail"), llama).stream(REQUEST)]
+    assert chunks[-1].finish_reason is not None and chunks[-1].completion_tokens

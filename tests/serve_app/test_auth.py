@@ -1,0 +1,111 @@
+"""JWT rules of API.md, checked on the verifier itself (HTTP-level checks are in test_http_auth.py)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from serve_app.auth import Role, TokenVerifier, issue_token
+from serve_app.errors import ApiError
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def claims(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {"sub": "alice", "tenant": "acme", "exp": now + 600}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+@pytest.fixture()
+def verifier() -> TokenVerifier:
+    return TokenVerifier(SECRET, "HS256")
+
+
+def test_valid_token_gives_tenant_and_default_role(verifier: TokenVerifier) -> None:
+    principal = verifier.verify(bearer(jwt.encode(claims(), SECRET, algorithm="HS256")))
+    assert (principal.sub, principal.tenant, principal.role) == ("alice", "acme", Role.USER)
+
+
+def test_admin_role(verifier: TokenVerifier) -> None:
+    principal = verifier.verify(bearer(jwt.encode(claims(role="admin"), SECRET, algorithm="HS256")))
+    assert principal.is_admin
+
+
+def test_issue_token_round_trip(verifier: TokenVerifier) -> None:
+    principal = verifier.verify(bearer(issue_token(SECRET, tenant="t1", sub="bob", role="admin", ttl_s=60)))
+    assert (principal.tenant, principal.sub, principal.is_admin) == ("t1", "bob", True)
+
+
+def unsigned(payload: dict[str, object]) -> str:
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
+
+
+def rejected(verifier: TokenVerifier, header: str | None) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        verifier.verify(header)
+    assert caught.value.status == 401
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(jwt.encode(claims(exp=None), SECRET, algorithm="HS256"), id="no-exp"),
+        pytest.param(jwt.encode(claims(sub=None), SECRET, algorithm="HS256"), id="no-sub"),
+        pytest.param(jwt.encode(claims(tenant=None), SECRET, algorithm="HS256"), id="no-tenant"),
+        pytest.param(jwt.encode(claims(exp=int(time.time()) - 10), SECRET, algorithm="HS256"), id="expired"),
+        pytest.param(jwt.encode(claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256"), id="not-yet-valid"),
+        pytest.param(jwt.encode(claims(), SECRET, algorithm="HS512"), id="hs512"),
+        pytest.param(jwt.encode(claims(), "another-secret-of-sufficient-length-0123456789", algorithm="HS256"), id="bad-signature"),
+        pytest.param(unsigned(claims()), id="alg-none"),
+        pytest.param(jwt.encode(claims(role="root"), SECRET, algorithm="HS256"), id="unknown-role"),
+        pytest.param(jwt.encode(claims(tenant=""), SECRET, algorithm="HS256"), id="empty-tenant"),
+        pytest.param("not.a.token", id="garbage"),
+    ],
+)
+def test_bad_tokens_are_401(verifier: TokenVerifier, token: str) -> None:
+    rejected(verifier, bearer(token))
+
+
+def test_tampered_payload_is_401(verifier: TokenVerifier) -> None:
+    header, payload, signature = jwt.encode(claims(), SECRET, algorithm="HS256").split(".")
+    forged = base64.urlsafe_b64encode(json.dumps(claims(tenant="victim")).encode()).rstrip(b"=").decode()
+    rejected(verifier, bearer(f"{header}.{forged}.{signature}"))
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer " + "a" * 10_000])
+def test_missing_or_malformed_header_is_401(verifier: TokenVerifier, header: str | None) -> None:
+    rejected(verifier, header)
+
+
+def test_rs256_verifier_refuses_hs256_signed_with_the_public_key() -> None:
+    """Algorithm confusion: the public key used as an HMAC secret must not verify."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    verifier = TokenVerifier(public_pem, "RS256")
+    good = jwt.encode(claims(), private, algorithm="RS256")
+    assert verifier.verify(bearer(good)).tenant == "acme"
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
+    signature = hmac.new(public_pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    forged = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    rejected(verifier, bearer(forged))

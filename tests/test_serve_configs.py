@@ -1,0 +1,47 @@
+"""Both Serve configs validate against Ray's own schema and against the platform's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.types import SERVICES
+from serve_app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ["serve_config.yaml", "serve_config.gpu.yaml"]
+
+
+def load(name: str) -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_matches_rays_schema(name: str) -> None:
+    schema = ServeDeploySchema.model_validate(load(name))
+    (app,) = schema.applications
+    assert app.import_path == "serve_app.app:build_app"
+    assert {d.name for d in app.deployments} == {"ingress", *SERVICES}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_args_are_valid_settings(name: str, tmp_path: Path) -> None:
+    (app,) = load(name)["applications"]
+    settings = Settings.load(app["args"], env={"LABUBU_DATA_DIR": str(tmp_path), "LABUBU_JWT_SECRET": "x" * 40})
+    assert set(settings.services) == set(SERVICES)
+
+
+def test_cpu_config_asks_for_no_gpu() -> None:
+    (app,) = load("serve_config.yaml")["applications"]
+    for deployment in app["deployments"]:
+        assert deployment["ray_actor_options"].get("num_gpus", 0) == 0, deployment["name"]
+
+
+def test_gpu_config_uses_fractional_gpus_and_vllm() -> None:
+    (app,) = load("serve_config.gpu.yaml")["applications"]
+    gpus = {d["name"]: d["ray_actor_options"].get("num_gpus", 0) for d in app["deployments"]}
+    assert 0 < gpus["llm"] < 1 and 0 < gpus["text2pic"] < 1 and 0 < gpus["stt"] < 1 and gpus["tts"] == 0
+    assert app["args"]["services"]["llm"]["backends"][0]["name"] == "vllm"
