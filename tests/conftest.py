@@ -49,24 +49,33 @@ def ray_cluster() -> Iterator[None]:
     ray.shutdown()  # serve.shutdown() first would only add seconds
 
 
-@pytest.fixture(scope="session")
-def platform_url(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The whole platform, deployed once with the CPU models and the tiny-random image fixtures."""
+def deploy_platform(data_dir: Path, args: dict | None = None, **env: str) -> str:  # type: ignore[type-arg]
+    """Deploy the whole application on the session's cluster and wait until it is ready; its URL."""
     from ray import serve
 
     from serve_app.app import build_app
 
-    data_dir: Path = tmp_path_factory.mktemp("labubu-data")
-    os.environ["LABUBU_JWT_SECRET"] = TEST_JWT_SECRET
-    os.environ["LABUBU_DATA_DIR"] = str(data_dir)
-    os.environ["LABUBU_IMAGE_BACKENDS"] = "tiny-random"
-    os.environ["LABUBU_MAX_BODY_BYTES"] = str(2 * 1024 * 1024)
+    os.environ.update(
+        {
+            "LABUBU_JWT_SECRET": TEST_JWT_SECRET,
+            "LABUBU_DATA_DIR": str(data_dir),
+            "LABUBU_IMAGE_BACKENDS": "tiny-random",
+            "LABUBU_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+            **env,
+        }
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({}), name="labubu", route_prefix="/")
+    serve.run(build_app(args or {}), name="labubu", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     wait_ready(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def platform_url(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The whole platform, deployed once with the CPU models and the tiny-random image fixtures."""
+    return deploy_platform(tmp_path_factory.mktemp("labubu-data"))
 
 
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:
