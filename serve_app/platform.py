@@ -58,7 +58,12 @@ class Platform:
         try:
             status = await asyncio.wait_for(self.handles[service].status.remote(), timeout_s)
         except asyncio.TimeoutError:
-            return {"service": service, "ready": False, "reason": "the deployment did not answer in time", "backends": []}
+            return {
+                "service": service,
+                "ready": False,
+                "reason": "the deployment did not answer in time",
+                "backends": [],
+            }
         except Exception as exc:  # a replica that is starting or failed: report, don't raise
             return {"service": service, "ready": False, "reason": f"the deployment failed: {exc}", "backends": []}
         self._status[service] = (time.monotonic(), status)

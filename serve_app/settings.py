@@ -91,7 +91,9 @@ class Settings:
 
     def _apply_image_backends(self) -> None:
         if self.image_backends not in IMAGE_BACKEND_MODES:
-            raise SettingsError(f"LABUBU_IMAGE_BACKENDS must be one of {IMAGE_BACKEND_MODES}, not {self.image_backends!r}")
+            raise SettingsError(
+                f"LABUBU_IMAGE_BACKENDS must be one of {IMAGE_BACKEND_MODES}, not {self.image_backends!r}"
+            )
         if self.image_backends == "tiny-random":
             for service in IMAGE_SERVICES:
                 self.services[service] = {**self.services[service], "backends": [{"name": "tiny_random"}]}

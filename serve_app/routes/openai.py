@@ -127,7 +127,9 @@ async def chat_completions(
 ) -> Response:
     await platform.resolve_model(body.model, ("llm",))
     messages = [
-        ChatMessage(role="system" if m.role == "developer" else "user" if m.role == "tool" else m.role, content=m.text())
+        ChatMessage(
+            role="system" if m.role == "developer" else "user" if m.role == "tool" else m.role, content=m.text()
+        )
         for m in body.messages
     ]
     if not any(m.content.strip() for m in messages):
@@ -259,7 +261,9 @@ async def transcriptions(
     await platform.resolve_model(model, ("stt",))
     if response_format not in ("json", "text", "verbose_json"):
         reason = "must be json, text or verbose_json"
-        raise ApiError(422, "validation_error", f"response_format: {reason}", [{"field": "response_format", "reason": reason}])
+        raise ApiError(
+            422, "validation_error", f"response_format: {reason}", [{"field": "response_format", "reason": reason}]
+        )
     audio = await file.read()
     check_media(audio, "file", "audio")
     result = await platform.call("stt", TranscribeRequest(audio=audio, language=language or None))

@@ -73,7 +73,10 @@ def rejected(verifier: TokenVerifier, header: str | None) -> ApiError:
         pytest.param(jwt.encode(claims(exp=int(time.time()) - 10), SECRET, algorithm="HS256"), id="expired"),
         pytest.param(jwt.encode(claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256"), id="not-yet-valid"),
         pytest.param(jwt.encode(claims(), SECRET, algorithm="HS512"), id="hs512"),
-        pytest.param(jwt.encode(claims(), "another-secret-of-sufficient-length-0123456789", algorithm="HS256"), id="bad-signature"),
+        pytest.param(
+            jwt.encode(claims(), "another-secret-of-sufficient-length-0123456789", algorithm="HS256"),
+            id="bad-signature",
+        ),
         pytest.param(unsigned(claims()), id="alg-none"),
         pytest.param(jwt.encode(claims(role="root"), SECRET, algorithm="HS256"), id="unknown-role"),
         pytest.param(jwt.encode(claims(tenant=""), SECRET, algorithm="HS256"), id="empty-tenant"),
@@ -98,9 +101,11 @@ def test_missing_or_malformed_header_is_401(verifier: TokenVerifier, header: str
 def test_rs256_verifier_refuses_hs256_signed_with_the_public_key() -> None:
     """Algorithm confusion: the public key used as an HMAC secret must not verify."""
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     verifier = TokenVerifier(public_pem, "RS256")
     good = jwt.encode(claims(), private, algorithm="RS256")
     assert verifier.verify(bearer(good)).tenant == "acme"

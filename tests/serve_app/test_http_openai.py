@@ -114,12 +114,18 @@ def test_models_say_which_backend_serves(http: httpx.Client) -> None:
 
 
 def test_wav_that_is_not_a_wav(http: httpx.Client) -> None:
-    response = http.post("/v1/audio/transcriptions", files={"file": ("x.wav", b"RIFF....not really", "audio/wav")}, data={"model": "stt"})
+    response = http.post(
+        "/v1/audio/transcriptions", files={"file": ("x.wav", b"RIFF....not really", "audio/wav")}, data={"model": "stt"}
+    )
     assert_error(response, 400, "invalid_media")
 
 
 def test_mp3_is_unsupported_media_type(http: httpx.Client) -> None:
-    response = http.post("/v1/audio/transcriptions", files={"file": ("x.mp3", b"ID3\x03" + b"\x00" * 100, "audio/mpeg")}, data={"model": "stt"})
+    response = http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("x.mp3", b"ID3\x03" + b"\x00" * 100, "audio/mpeg")},
+        data={"model": "stt"},
+    )
     assert_error(response, 415, "unsupported_media_type")
 
 
@@ -133,9 +139,21 @@ def test_image_that_is_not_an_image(http: httpx.Client) -> None:
     [
         ("/v1/chat/completions", {"model": "llm", "messages": [{"role": "user", "content": "  "}]}, 400),
         ("/v1/chat/completions", {"model": "llm", "messages": []}, 422),
-        ("/v1/chat/completions", {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 422),
-        ("/v1/chat/completions", {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100_000}, 422),
-        ("/v1/chat/completions", {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, 422),
+        (
+            "/v1/chat/completions",
+            {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+            422,
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100_000},
+            422,
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "temperature": 5},
+            422,
+        ),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, 422),
         ("/v1/completions", {"model": "llm", "prompt": ""}, 400),
         ("/v1/audio/speech", {"model": "tts", "input": ""}, 422),

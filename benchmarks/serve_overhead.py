@@ -1,0 +1,195 @@
+"""What the platform adds to a model call: HTTP + Serve path against the same backend in-process.
+
+For each modality it times N requests through the running platform (HTTP, the ingress, the
+scheduler's admission, a Serve handle call to the modality replica) and N calls of the same backend
+built in this process, alternating the two so that both see the same machine load. It also sums
+the resident memory of the Ray cluster with all five CPU models loaded.
+
+    .venv/bin/python benchmarks/serve_overhead.py [--requests 20]
+
+Last line: {"overhead_ms": {"llm": {"p50": ms, "p95": ms}, ...}, "rss_mb": N}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from deployments.registry import build_backend  # noqa: E402
+from deployments.types import (  # noqa: E402
+    SERVICES,
+    CaptionRequest,
+    ChatMessage,
+    ImageRequest,
+    LLMRequest,
+    SpeechRequest,
+    TranscribeRequest,
+)
+
+SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def sample_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (40, 160, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cases(wav: bytes) -> dict[str, tuple[Any, Callable[[httpx.Client], httpx.Response]]]:
+    """Per service: the backend request, and the same request through HTTP."""
+    png = sample_png()
+    return {
+        "llm": (
+            LLMRequest(messages=[ChatMessage("user", "Say OK.")], max_tokens=8, temperature=0, seed=1),
+            lambda c: c.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "llm",
+                    "messages": [{"role": "user", "content": "Say OK."}],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                    "seed": 1,
+                },
+            ),
+        ),
+        "stt": (
+            TranscribeRequest(audio=wav),
+            lambda c: c.post(
+                "/v1/audio/transcriptions", files={"file": ("a.wav", wav, "audio/wav")}, data={"model": "stt"}
+            ),
+        ),
+        "tts": (
+            SpeechRequest(text="Hello there."),
+            lambda c: c.post("/v1/audio/speech", json={"model": "tts", "input": "Hello there."}),
+        ),
+        "pic2text": (
+            CaptionRequest(images=[png]),
+            lambda c: c.post("/v1/images/captions", files={"file": ("a.png", png, "image/png")}),
+        ),
+        "text2pic": (
+            ImageRequest(prompt="a green field", width=64, height=64, steps=2, seed=1),
+            lambda c: c.post(
+                "/v1/images/generations", json={"prompt": "a green field", "size": "64x64", "steps": 2, "seed": 1}
+            ),
+        ),
+    }
+
+
+def cluster_rss_mb() -> float:
+    """Resident memory of this process's children: the Ray cluster it started, all replicas included."""
+    me = psutil.Process()
+    total = 0
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 1024 / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8311)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.auth import issue_token
+
+    os.environ.update(
+        LABUBU_JWT_SECRET=SECRET,
+        LABUBU_DATA_DIR=tempfile.mkdtemp(prefix="labubu-bench-"),
+        LABUBU_IMAGE_BACKENDS="tiny-random",
+    )
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    app = build_app({})
+    serve.run(app, name="labubu", route_prefix="/")
+    base = f"http://127.0.0.1:{args.port}"
+    headers = {"Authorization": f"Bearer {issue_token(SECRET, tenant='bench')}"}
+    client = httpx.Client(base_url=base, headers=headers, timeout=300)
+    while client.get("/readyz").status_code != 200:
+        time.sleep(0.5)
+
+    wav = client.post("/v1/audio/speech", json={"model": "tts", "input": SENTENCE}).content
+    rss_mb = cluster_rss_mb()
+
+    from serve_app.settings import Settings
+
+    settings = Settings.load({})
+    loop = asyncio.new_event_loop()
+    rows: dict[str, dict[str, float]] = {}
+    for service, (request, over_http) in cases(wav).items():
+        spec = settings.services[service]["backends"][0]
+        backend = build_backend(service, spec["name"], spec.get("options"))
+        backend.load()
+        for _ in range(2):  # warm both paths
+            loop.run_until_complete(backend.run(request))
+            over_http(client).raise_for_status()
+        direct, served = [], []
+        for _ in range(args.requests):
+            start = time.perf_counter()
+            loop.run_until_complete(backend.run(request))
+            direct.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            over_http(client).raise_for_status()
+            served.append((time.perf_counter() - start) * 1000)
+        rows[service] = {
+            "direct_p50": statistics.median(direct),
+            "direct_p95": percentile(direct, 0.95),
+            "served_p50": statistics.median(served),
+            "served_p95": percentile(served, 0.95),
+            "p50": statistics.median(served) - statistics.median(direct),
+            "p95": percentile(served, 0.95) - percentile(direct, 0.95),
+        }
+        del backend
+
+    print(
+        f"{'service':<10} {'direct p50':>11} {'served p50':>11} {'overhead p50':>13} {'direct p95':>11} "
+        f"{'served p95':>11} {'overhead p95':>13}"
+    )
+    for service in SERVICES:
+        r = rows[service]
+        print(
+            f"{service:<10} {r['direct_p50']:>9.1f}ms {r['served_p50']:>9.1f}ms {r['p50']:>11.1f}ms "
+            f"{r['direct_p95']:>9.1f}ms {r['served_p95']:>9.1f}ms {r['p95']:>11.1f}ms"
+        )
+    print(f"Ray cluster with all five CPU models loaded: {rss_mb:.0f} MB resident ({args.requests} requests each)")
+    result = {
+        "overhead_ms": {s: {"p50": round(rows[s]["p50"], 2), "p95": round(rows[s]["p95"], 2)} for s in SERVICES},
+        "rss_mb": round(rss_mb),
+    }
+    print(json.dumps(result))
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
