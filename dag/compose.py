@@ -1,0 +1,177 @@
+"""What each service consumes and produces, its node parameters, and how a node's input is composed.
+
+A node's input is its own prompt, then its own `inputs` entry, then, for each incoming edge in the
+order the edges are listed, the edge's prompt and the upstream node's output (API.md). Text parts
+are joined with newlines; media parts (audio, images) go to the services that consume them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.types import (
+    CaptionRequest,
+    ChatMessage,
+    ImageRequest,
+    LLMRequest,
+    SpeechRequest,
+    TranscribeRequest,
+)
+
+TEXT = "text"
+AUDIO = "audio"
+IMAGE = "image"
+
+TEXT_TYPE = "text/plain; charset=utf-8"
+CONTENT_TYPES = {TEXT: TEXT_TYPE, AUDIO: "audio/wav", IMAGE: "image/png"}
+
+
+@dataclass(frozen=True)
+class ServiceIO:
+    consumes: str  # the kind of upstream output the service takes
+    produces: str
+    media_inputs: tuple[int, int | None] = (0, 0)  # how many media parts it takes: (at least, at most)
+
+
+SERVICE_IO: dict[str, ServiceIO] = {
+    "llm": ServiceIO(consumes=TEXT, produces=TEXT),
+    "stt": ServiceIO(consumes=AUDIO, produces=TEXT, media_inputs=(1, 1)),
+    "tts": ServiceIO(consumes=TEXT, produces=AUDIO),
+    "pic2text": ServiceIO(consumes=IMAGE, produces=TEXT, media_inputs=(1, None)),
+    "text2pic": ServiceIO(consumes=TEXT, produces=IMAGE),
+}
+
+
+def kind_of(content_type: str) -> str:
+    """`text`, `audio` or `image`, from a content type."""
+    if content_type.startswith("audio/"):
+        return AUDIO
+    if content_type.startswith("image/"):
+        return IMAGE
+    return TEXT
+
+
+@dataclass(frozen=True)
+class Output:
+    """A node's output (or a media input): bytes with their content type."""
+
+    data: bytes
+    content_type: str
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.content_type)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8")
+
+    @classmethod
+    def of_text(cls, text: str) -> Output:
+        return cls(text.encode("utf-8"), TEXT_TYPE)
+
+
+# ---------------------------------------------------------------- node parameters
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMParams(Params):
+    max_tokens: Annotated[int, Field(ge=1, le=4096)] = 256
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int | None = None
+    system: Annotated[str | None, Field(max_length=10_000)] = None
+
+
+class STTParams(Params):
+    language: Annotated[str | None, Field(max_length=16)] = None
+
+
+class TTSParams(Params):
+    voice: Annotated[str | None, Field(max_length=64)] = None
+    speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
+
+
+class Pic2TextParams(Params):
+    max_tokens: Annotated[int, Field(ge=1, le=256)] = 40
+
+
+class Text2PicParams(Params):
+    width: Annotated[int, Field(ge=1, le=2048)] = 256
+    height: Annotated[int, Field(ge=1, le=2048)] = 256
+    steps: Annotated[int | None, Field(ge=1, le=100)] = None
+    seed: int | None = None
+    negative_prompt: Annotated[str | None, Field(max_length=10_000)] = None
+
+
+PARAMS: dict[str, type[Params]] = {
+    "llm": LLMParams,
+    "stt": STTParams,
+    "tts": TTSParams,
+    "pic2text": Pic2TextParams,
+    "text2pic": Text2PicParams,
+}
+
+
+def compose(parts: list[str | Output]) -> tuple[str, list[Output]]:
+    """The joined text parts (empty ones skipped) and the media parts, in order."""
+    texts: list[str] = []
+    media: list[Output] = []
+    for part in parts:
+        if isinstance(part, str):
+            if part:
+                texts.append(part)
+        elif part.kind == TEXT:
+            if part.data:
+                texts.append(part.text)
+        else:
+            media.append(part)
+    return "\n".join(texts), media
+
+
+def build_request(service: str, params: dict[str, Any], text: str, media: list[Output]) -> Any:
+    """The modality request for a node, from its composed input and its (validated) params."""
+    if service == "llm":
+        p = LLMParams.model_validate(params)
+        messages = ([ChatMessage("system", p.system)] if p.system else []) + [ChatMessage("user", text)]
+        return LLMRequest(
+            messages=messages,
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            stop=p.stop,
+            seed=p.seed,
+        )
+    if service == "stt":
+        return TranscribeRequest(audio=media[0].data, language=STTParams.model_validate(params).language)
+    if service == "tts":
+        t = TTSParams.model_validate(params)
+        return SpeechRequest(text=text, voice=t.voice, speed=t.speed)
+    if service == "pic2text":
+        c = Pic2TextParams.model_validate(params)
+        return CaptionRequest(images=[m.data for m in media], prompt=text, max_tokens=c.max_tokens)
+    if service == "text2pic":
+        i = Text2PicParams.model_validate(params)
+        steps = {"steps": i.steps} if i.steps else {}
+        return ImageRequest(
+            prompt=text, width=i.width, height=i.height, seed=i.seed, negative_prompt=i.negative_prompt, **steps
+        )
+    raise ValueError(f"unknown service {service!r}")
+
+
+def output_of(service: str, result: Any) -> Output:
+    """A modality's result as a node output."""
+    if service in ("llm", "stt", "pic2text"):
+        return Output.of_text(result.text)
+    if service == "tts":
+        return Output(result.wav, "audio/wav")
+    if service == "text2pic":
+        return Output(result.images[0], "image/png")
+    raise ValueError(f"unknown service {service!r}")
