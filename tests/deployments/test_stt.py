@@ -1,0 +1,275 @@
+"""Speech to text: faster-whisper on real speech, and the real Google SDK against a local fake.
+
+The speech is Piper's: Piper says a sentence, Whisper must hear it back (a real round trip, no
+recorded fixtures). The Google client is the real `google-cloud-speech` on its REST transport,
+talking to `tests/fakes/google_cloud.py` on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import struct
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployments.failover import BackendChain
+from deployments.media import wav_bytes, wav_info
+from deployments.stt import FasterWhisperBackend, GoogleSpeechBackend
+from deployments.tts import PiperBackend
+from deployments.types import (
+    BackendFailure,
+    BackendTimeout,
+    InvalidInput,
+    ModelUnavailable,
+    SpeechRequest,
+    TranscribeRequest,
+)
+from tests.fakes.google_cloud import FakeGoogleCloud
+
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    """Piper's WAV of SENTENCE."""
+    piper = PiperBackend()
+    piper.load()
+    return asyncio.run(piper.run(SpeechRequest(SENTENCE))).wav
+
+
+@pytest.fixture(scope="module")
+def whisper() -> FasterWhisperBackend:
+    backend = FasterWhisperBackend()
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def google_server() -> Iterator[FakeGoogleCloud]:
+    with FakeGoogleCloud() as server:
+        yield server
+
+
+@pytest.fixture()
+def fake(google_server: FakeGoogleCloud) -> FakeGoogleCloud:
+    google_server.reset()
+    return google_server
+
+
+@pytest.fixture()
+def google(fake: FakeGoogleCloud) -> GoogleSpeechBackend:
+    backend = GoogleSpeechBackend(api_endpoint=fake.url, timeout_s=5)
+    backend.load()
+    return backend
+
+
+def words(text: str) -> list[str]:
+    return [word.strip(".,!?;:").lower() for word in text.split()]
+
+
+def with_frame_count(wav: bytes, frames: int) -> bytes:
+    """The same file with its header's frame count (and data size) rewritten."""
+    data_size = frames * 2
+    return wav[:4] + struct.pack("<I", 36 + data_size) + wav[8:40] + struct.pack("<I", data_size) + wav[44:]
+
+
+def eight_bit_wav() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x80" * 8000)
+    return buffer.getvalue()
+
+
+BAD_WAVS = {
+    "not a wav": b"ID3\x04" + b"\x00" * 400,
+    "cut in the header": wav_bytes(b"\x00\x10" * 16_000, 16_000)[:30],
+    "truncated": wav_bytes(b"\x00\x10" * 16_000 * 3, 16_000)[:1000],
+    "header claims hours": with_frame_count(wav_bytes(b"\x00\x10" * 16_000, 16_000), 16_000 * 3 * 3600),
+    "8-bit samples": eight_bit_wav(),
+}
+
+
+# ---------------------------------------------------------------- faster-whisper
+
+
+async def test_whisper_hears_what_piper_said(whisper: FasterWhisperBackend, speech: bytes) -> None:
+    result = await whisper.run(TranscribeRequest(speech))
+
+    heard = set(words(result.text))
+    assert sum(word in heard for word in SENTENCE.split()) >= 7, result.text
+    assert result.audio_seconds == pytest.approx(wav_info(speech).seconds)
+    assert result.language == "en"
+    assert result.model == whisper.model == "whisper-tiny.en"
+
+
+async def test_whisper_takes_a_locale_for_its_language(whisper: FasterWhisperBackend, speech: bytes) -> None:
+    result = await whisper.run(TranscribeRequest(speech, language="en-US"))
+
+    assert result.language == "en"
+    assert "fox" in words(result.text)
+
+
+@pytest.mark.parametrize("audio", BAD_WAVS.values(), ids=BAD_WAVS.keys())
+async def test_whisper_refuses_bad_wavs(whisper: FasterWhisperBackend, audio: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        await whisper.run(TranscribeRequest(audio))
+
+
+def test_whisper_without_weights_is_unavailable_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="no Whisper model directory"):
+        FasterWhisperBackend(model_path=str(tmp_path / "missing")).load()
+    with pytest.raises(ModelUnavailable, match="cannot be loaded"):
+        FasterWhisperBackend(model_path=str(tmp_path)).load()  # a folder with no model in it
+
+
+def test_whisper_model_names() -> None:
+    assert FasterWhisperBackend("large-v3").model == "whisper-large-v3"
+    assert FasterWhisperBackend("Systran/faster-whisper-small").model == "faster-whisper-small"
+    assert FasterWhisperBackend("/models/whisper-medium-ct2/").model == "whisper-medium-ct2"
+
+
+# ---------------------------------------------------------------- Google Speech-to-Text
+
+
+async def test_google_sends_the_audio_and_reads_the_transcript(
+    google: GoogleSpeechBackend, fake: FakeGoogleCloud, speech: bytes
+) -> None:
+    fake.transcript = "The quick brown fox."
+
+    result = await google.run(TranscribeRequest(speech, language="en"))
+
+    assert result.text == "The quick brown fox."
+    assert result.audio_seconds == pytest.approx(wav_info(speech).seconds)
+    assert result.model == "google-speech-default"
+    [sent] = fake.requests
+    assert sent.path == "/v1/speech:recognize"
+    assert sent.audio == speech
+    config = sent.body["config"]
+    assert config["sampleRateHertz"] == wav_info(speech).sample_rate == 22_050
+    assert config["encoding"] == 1  # LINEAR16, sent as a number ($alt=json;enum-encoding=int)
+    assert config["languageCode"] == "en-US"  # "en" matches the configured locale, which is kept
+    assert config["model"] == "default"
+    assert "authorization" not in sent.headers  # anonymous credentials on a plain-HTTP endpoint
+
+
+async def test_google_sends_the_api_key(fake: FakeGoogleCloud, speech: bytes) -> None:
+    backend = GoogleSpeechBackend(api_endpoint=fake.url, api_key="test-key-123", language="en-GB")
+    backend.load()
+
+    await backend.run(TranscribeRequest(speech, language="fr-FR"))
+
+    [sent] = fake.requests
+    assert sent.headers["x-goog-api-key"] == "test-key-123"
+    assert sent.body["config"]["languageCode"] == "fr-FR"
+
+
+async def test_google_signs_with_a_service_account_file(fake: FakeGoogleCloud, speech: bytes, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    account = {
+        "type": "service_account",
+        "project_id": "labubu-test",
+        "private_key_id": "k1",
+        "private_key": pem.decode(),
+        "client_email": "stt@labubu-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": f"{fake.url}/token",
+    }
+    credentials_file = tmp_path / "account.json"
+    credentials_file.write_text(json.dumps(account))
+    backend = GoogleSpeechBackend(api_endpoint=fake.url, credentials_file=str(credentials_file))
+    backend.load()
+
+    await backend.run(TranscribeRequest(speech))
+
+    # A service account signs its own JWT (no token exchange), sent as a bearer token.
+    [sent] = fake.requests
+    assert sent.headers["authorization"].startswith("Bearer ey")
+
+
+async def test_google_refuses_bad_wavs_without_calling(google: GoogleSpeechBackend, fake: FakeGoogleCloud) -> None:
+    for audio in BAD_WAVS.values():
+        with pytest.raises(InvalidInput):
+            await google.run(TranscribeRequest(audio))
+    assert fake.requests == []
+
+
+async def test_google_takes_at_most_a_minute(google: GoogleSpeechBackend, fake: FakeGoogleCloud) -> None:
+    long_audio = wav_bytes(b"\x00\x00" * 8000 * 61, 8000)
+
+    with pytest.raises(BackendFailure, match="at most 60 s"):
+        await google.run(TranscribeRequest(long_audio))
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(("status", "error"), [(500, BackendFailure), (503, BackendFailure), (400, InvalidInput)])
+async def test_google_errors_map_to_platform_errors(
+    google: GoogleSpeechBackend, fake: FakeGoogleCloud, speech: bytes, status: int, error: type[Exception]
+) -> None:
+    fake.fail_status = status
+
+    with pytest.raises(error) as raised:
+        await google.run(TranscribeRequest(speech))
+
+    assert type(raised.value) is error
+    assert len(fake.requests) == 1  # the SDK's own retries are off: the failover chain decides
+
+
+async def test_google_slow_answer_is_a_timeout(fake: FakeGoogleCloud, speech: bytes) -> None:
+    backend = GoogleSpeechBackend(api_endpoint=fake.url, timeout_s=0.3)
+    backend.load()
+    fake.delay_s = 1.0
+
+    with pytest.raises(BackendTimeout):
+        await backend.run(TranscribeRequest(speech))
+
+
+async def test_google_unreachable_is_a_backend_failure(speech: bytes) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = GoogleSpeechBackend(api_endpoint=f"http://127.0.0.1:{port}", timeout_s=2)
+    backend.load()
+
+    with pytest.raises(BackendFailure, match="cannot be reached"):
+        await backend.run(TranscribeRequest(speech))
+
+
+def test_google_without_credentials_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login to find
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # and no metadata server to ask
+
+    with pytest.raises(ModelUnavailable, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        GoogleSpeechBackend().load()
+    with pytest.raises(ModelUnavailable, match="was not found"):
+        GoogleSpeechBackend(credentials_file=str(tmp_path / "missing.json")).load()
+
+
+async def test_chain_falls_back_from_failing_google_to_whisper(
+    google: GoogleSpeechBackend, whisper: FasterWhisperBackend, fake: FakeGoogleCloud, speech: bytes
+) -> None:
+    fake.fail_status = 500
+    chain = BackendChain([google, whisper])
+    chain.load()
+
+    result = await chain.run(TranscribeRequest(speech))
+
+    assert result.model == "whisper-tiny.en"
+    assert "fox" in words(result.text)
+    assert len(fake.requests) == 1
+    google_health, whisper_health = chain.health()
+    assert google_health["failures"] == 1 and "HTTP 500" in google_health["reason"]
+    assert whisper_health["status"] == "ready"
