@@ -41,10 +41,10 @@ class ModalityServer:
     `{"backends": [{"name": "llama_cpp", "options": {...}}, ...], "concurrency": 1,
     "timeout_s": 120, "failure_threshold": 3, "cooldown_s": 30}`.
 
-    `concurrency` is how many model calls the backend truly runs at once. The deployment's
-    `max_ongoing_requests` is one more than that, so that status and health calls are never stuck
-    behind a long generation, while model calls beyond it wait here (and, in front of the
-    replica, in the fair-share scheduler).
+    `concurrency` is how many model calls the backend truly runs at once; calls beyond it wait here.
+    The deployment's `max_ongoing_requests` is two more: the scheduler lets one call wait here per
+    replica (which tells Serve's autoscaler there is a backlog) and one slot stays free for status
+    and health calls (serve_app/capacity.py).
     """
 
     def __init__(self, service: str, config: dict[str, Any]) -> None:
@@ -84,11 +84,25 @@ class ModalityServer:
         """Readiness and the backends in failover order, for `/readyz` and `/v1/models`."""
         return {
             "service": self.service,
+            "max_ongoing_requests": max_ongoing_requests(),
             "ready": self.chain.ready(),
             "reason": None if self.chain.ready() else self.chain.unavailable_reason(),
             "backends": [info.__dict__ for info in self.chain.infos()],
             "health": self.chain.health(),
         }
+
+
+def max_ongoing_requests() -> int | None:
+    """This replica's `max_ongoing_requests`, or None outside a Serve replica."""
+    from ray import serve
+
+    try:
+        context = serve.get_replica_context()
+    except RuntimeError:
+        return None
+    # Serve keeps the deployment config on the replica context; the public API has no getter yet.
+    config = getattr(context, "_deployment_config", None)
+    return getattr(config, "max_ongoing_requests", None)
 
 
 def modality_deployment(service: str):  # -> serve.Deployment
@@ -98,7 +112,7 @@ def modality_deployment(service: str):  # -> serve.Deployment
     return serve.deployment(
         ModalityServer,
         name=service,
-        max_ongoing_requests=2,
+        max_ongoing_requests=3,
         ray_actor_options={"num_cpus": 0.2},
         health_check_period_s=10,
         graceful_shutdown_timeout_s=30,

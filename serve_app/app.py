@@ -11,12 +11,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.serving import modality_deployment
 from deployments.types import SERVICES
+from scheduler.client import SchedulerClient, scheduler_actor
 from serve_app.deps import body_limit, set_platform
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from serve_app.platform import Platform
-from serve_app.routes import health, openai
+from serve_app.routes import admin, health, openai
 from serve_app.settings import Settings
+from state.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(admin.router)
     return app
 
 
@@ -50,7 +53,11 @@ class Ingress:
     """The replica that serves HTTP; it holds a handle to each modality deployment."""
 
     def __init__(self, settings: dict[str, Any], **handles: DeploymentHandle) -> None:
-        set_platform(Platform(Settings.from_dict(settings), handles))
+        config = Settings.from_dict(settings)
+        store = open_store(config.redis_url, config.data_path)
+        scheduler = SchedulerClient(scheduler_actor(config.scheduler_config(), store))
+        app_name = serve.get_replica_context().replica_id.deployment_id.app_name
+        set_platform(Platform(config, handles, scheduler, store, app_name))
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:

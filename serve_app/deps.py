@@ -19,9 +19,10 @@ def set_platform(platform: Platform) -> None:
     _platform = platform
 
 
-def get_platform() -> Platform:
+async def get_platform() -> Platform:
     if _platform is None:
         raise ApiError(503, "starting", "the platform is starting", retry_after=2)
+    _platform.start_background_tasks()
     return _platform
 
 

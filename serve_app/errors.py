@@ -14,7 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dag.errors import DagError
 from deployments.types import ModelError
+from scheduler.errors import SchedulerError
+
+# The errors of the packages below the ingress: each carries `code`, `status`, `message`, `details`.
+DOMAIN_ERRORS = (ModelError, SchedulerError, DagError)
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +61,21 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def model_error_of(exc: BaseException) -> ModelError | None:
-    """The `ModelError` raised in a replica, whether Ray hands it over as is or wrapped."""
-    seen = 0
+def api_error_of(exc: BaseException) -> ApiError | None:
+    """The HTTP error for a domain error, whether Ray hands it over as is or wrapped; else None."""
     current: BaseException | None = exc
-    while current is not None and seen < 5:
-        if isinstance(current, ModelError):
+    for _ in range(5):
+        if current is None:
+            return None
+        if isinstance(current, ApiError):
             return current
+        if isinstance(current, DOMAIN_ERRORS):
+            retry_after = getattr(current, "retry_after_s", None)
+            if retry_after is None and current.status == 503:
+                retry_after = 5.0
+            return ApiError(current.status, current.code, current.message, current.details, retry_after)
         cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
         current = cause if isinstance(cause, BaseException) else current.__cause__
-        seen += 1
     return None
 
 
@@ -75,9 +85,19 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.retry_after)
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        api_error = api_error_of(exc)
+        if api_error is None:
+            log.exception("unhandled error", exc_info=exc)
+            return error_response(500, "internal_error", "the server failed; this is a bug, and it has been logged")
+        return error_response(
+            api_error.status, api_error.code, api_error.message, api_error.details, api_error.retry_after
+        )
+
+    for known in (ApiError, *DOMAIN_ERRORS):
+        app.add_exception_handler(known, known_error)
+    # Errors that reach this far unconverted (a wrapped domain error from a replica, or a bug).
+    app.add_exception_handler(Exception, known_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,14 +110,3 @@ def install_error_handlers(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
         code = codes.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        model_error = model_error_of(exc)
-        if model_error is not None:
-            retry_after = 5.0 if model_error.status == 503 else None
-            return error_response(
-                model_error.status, model_error.code, model_error.message, model_error.details, retry_after
-            )
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "the server failed; this is a bug, and it has been logged")

@@ -1,7 +1,9 @@
-"""What the routes share inside one ingress replica: settings, auth, and the modality handles.
+"""What the routes share inside one ingress replica: settings, auth, the stores, the scheduler and
+the modality handles.
 
 The ingress deployment makes one `Platform` when its replica starts; routes reach it through the
-`platform` dependency.
+`platform` dependency. Every model call goes through `call` or `stream`, which hold a scheduler
+grant around the handle call and charge what the call really used.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from typing import Any
 
 from fastapi import Request
 
-from deployments.types import SERVICES
+from dag.metering import requested_usage, used
+from deployments.types import SERVICES, LLMChunk
+from scheduler.client import SchedulerClient
+from scheduler.costs import CostModels, Usage
 from serve_app.auth import Principal, TokenVerifier
-from serve_app.errors import ApiError, model_error_of
+from serve_app.capacity import follow_capacity
+from serve_app.errors import ApiError, api_error_of
 from serve_app.settings import Settings
+from state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +32,31 @@ log = logging.getLogger(__name__)
 STATUS_TTL_S = 5.0
 
 
-def api_error_of(exc: BaseException) -> ApiError | None:
-    """The HTTP error for an exception raised by a modality replica, if it is a model error."""
-    model_error = model_error_of(exc)
-    if model_error is None:
-        return None
-    retry_after = 5.0 if model_error.status == 503 else None
-    return ApiError(model_error.status, model_error.code, model_error.message, model_error.details, retry_after)
-
-
 class Platform:
     """The ingress's view of the platform."""
 
-    def __init__(self, settings: Settings, handles: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handles: dict[str, Any],
+        scheduler: SchedulerClient,
+        store: StateStore,
+        app_name: str | None = None,
+    ) -> None:
         self.settings = settings
         self.handles = handles
+        self.scheduler = scheduler
+        self.store = store
+        self.costs = CostModels.from_config(settings.scheduler.get("cost_models", {}))
         self.verifier = TokenVerifier(settings.jwt_verify_key, settings.jwt_algorithm)
         self._status: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self.app_name = app_name
+
+    def start_background_tasks(self) -> None:
+        """Start the replica's loops once, from its event loop (the constructor runs outside it)."""
+        if not self._background and self.app_name:
+            self._background.append(asyncio.get_running_loop().create_task(follow_capacity(self, self.app_name)))
 
     # -------------------------------------------------------------- auth
 
@@ -93,22 +108,43 @@ class Platform:
 
     # -------------------------------------------------------------- calls
 
-    async def call(self, service: str, request: Any) -> Any:
-        """One model call to a modality, with its errors turned into HTTP errors."""
+    def estimate(self, service: str, request: Any) -> float:
+        return self.costs.estimate(service, requested_usage(request))
+
+    async def call(self, service: str, request: Any, principal: Principal) -> Any:
+        """One interactive model call, admitted by the scheduler; errors become HTTP errors.
+
+        Interactive calls do not wait on their tenant's quota: over it, they get 429 at once.
+        """
         try:
-            return await self.handles[service].run.remote(request)
+            async with self.scheduler.admitted(
+                service, principal.tenant, self.estimate(service, request), wait=False
+            ) as admission:
+                result = await self.handles[service].run.remote(request)
+                admission.actual_cost = self.costs.actual(service, used(request, result))
+                return result
+        except ApiError:
+            raise
         except Exception as exc:
             api_error = api_error_of(exc)
             if api_error is None:
                 raise
             raise api_error from exc
 
-    async def stream(self, service: str, request: Any) -> AsyncIterator[Any]:
-        """A streamed model call; errors before the first chunk are HTTP errors."""
-        generator = self.handles[service].options(stream=True).stream.remote(request)
+    async def stream(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Any]:
+        """A streamed interactive call; the grant is held until the stream ends."""
         try:
-            async for chunk in generator:
-                yield chunk
+            async with self.scheduler.admitted(
+                service, principal.tenant, self.estimate(service, request), wait=False
+            ) as admission:
+                generator = self.handles[service].options(stream=True).stream.remote(request)
+                async for chunk in generator:
+                    if isinstance(chunk, LLMChunk) and chunk.finish_reason is not None:
+                        usage = Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
+                        admission.actual_cost = self.costs.actual(service, usage)
+                    yield chunk
+        except ApiError:
+            raise
         except Exception as exc:
             api_error = api_error_of(exc)
             if api_error is None:

@@ -46,7 +46,28 @@ class Settings:
     max_body_bytes: int = 25 * MiB
     llm_max_tokens: int = 4096
     image_backends: str = "hub"
+    redis_url: str = ""
     services: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_SERVICES))
+    # The fair-share scheduler: `tenant_defaults` (weight, max_concurrency, rate_per_s, burst,
+    # max_queued), `lease_s`, per-service `limits` ({rate_per_s, burst, max_queued}: a cloud
+    # provider's quota) and `cost_models` (see scheduler/costs.py).
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    # Serve options per deployment for programmatic use (tests, benchmarks, `serve.run`); a Serve
+    # config file sets them in its own `deployments:` section instead.
+    deployment_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The scheduler actor's config. Dispatch limits start at one replica's concurrency and then
+        follow the deployments' running replicas (see serve_app/capacity.py)."""
+        limits = self.scheduler.get("limits", {})
+        return {
+            "services": {
+                service: {"dispatch_limit": int(section.get("concurrency", 1)), **limits.get(service, {})}
+                for service, section in self.services.items()
+            },
+            "tenant_defaults": self.scheduler.get("tenant_defaults", {}),
+            "lease_s": float(self.scheduler.get("lease_s", 900.0)),
+        }
 
     @property
     def jwt_algorithm(self) -> str:
@@ -62,9 +83,13 @@ class Settings:
         env = os.environ if env is None else env
         args = dict(args or {})
         settings = cls()
-        for name in ("data_dir", "max_body_bytes", "llm_max_tokens", "image_backends"):
+        for name in ("data_dir", "max_body_bytes", "llm_max_tokens", "image_backends", "redis_url"):
             if name in args:
                 setattr(settings, name, type(getattr(settings, name))(args[name]))
+        if "scheduler" in args:
+            settings.scheduler = dict(args["scheduler"])
+        if "deployment_options" in args:
+            settings.deployment_options = dict(args["deployment_options"])
         for service, section in (args.get("services") or {}).items():
             if service not in SERVICES:
                 raise SettingsError(f"unknown service {service!r} in the app's args; known: {list(SERVICES)}")
@@ -74,6 +99,8 @@ class Settings:
             settings.data_dir = env["LABUBU_DATA_DIR"]
         if "LABUBU_MAX_BODY_BYTES" in env:
             settings.max_body_bytes = int(env["LABUBU_MAX_BODY_BYTES"])
+        if "LABUBU_REDIS_URL" in env:
+            settings.redis_url = env["LABUBU_REDIS_URL"]
         if "LABUBU_IMAGE_BACKENDS" in env:
             settings.image_backends = env["LABUBU_IMAGE_BACKENDS"]
         settings.jwt_secret = env.get("LABUBU_JWT_SECRET", "")

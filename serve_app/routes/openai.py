@@ -27,8 +27,8 @@ from deployments.types import (
 )
 from serve_app.auth import Principal
 from serve_app.deps import authenticated, get_platform
-from serve_app.errors import ApiError
-from serve_app.platform import Platform, api_error_of
+from serve_app.errors import ApiError, api_error_of
+from serve_app.platform import Platform
 from serve_app.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -141,7 +141,7 @@ async def chat_completions(
     created = int(time.time())
 
     if not body.stream:
-        result: LLMResult = await platform.call("llm", request)
+        result: LLMResult = await platform.call("llm", request, principal)
         return JSONResponse(
             {
                 "id": completion_id,
@@ -185,7 +185,7 @@ async def chat_completions(
             "usage": usage(last.prompt_tokens or 0, last.completion_tokens or 0),
         }
 
-    first, rest = await first_and_rest(platform.stream("llm", request))
+    first, rest = await first_and_rest(platform.stream("llm", request, principal))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         openai_stream(first, rest, chunk_body, include_usage, usage_body), media_type="text/event-stream"
@@ -211,7 +211,7 @@ async def completions(
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
 
     if not body.stream:
-        result: LLMResult = await platform.call("llm", request)
+        result: LLMResult = await platform.call("llm", request, principal)
         return JSONResponse(
             {
                 "id": completion_id,
@@ -242,7 +242,7 @@ async def completions(
             "usage": usage(last.prompt_tokens or 0, last.completion_tokens or 0),
         }
 
-    first, rest = await first_and_rest(platform.stream("llm", request))
+    first, rest = await first_and_rest(platform.stream("llm", request, principal))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         openai_stream(first, rest, chunk_body, include_usage, usage_body), media_type="text/event-stream"
@@ -266,7 +266,7 @@ async def transcriptions(
         )
     audio = await file.read()
     check_media(audio, "file", "audio")
-    result = await platform.call("stt", TranscribeRequest(audio=audio, language=language or None))
+    result = await platform.call("stt", TranscribeRequest(audio=audio, language=language or None), principal)
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format == "verbose_json":
@@ -285,7 +285,7 @@ async def speech(
     await platform.resolve_model(body.model, ("tts",))
     if not body.input.strip():
         raise ApiError(400, "invalid_input", "the input text is empty", [{"field": "input", "reason": "empty"}])
-    result = await platform.call("tts", SpeechRequest(text=body.input, voice=body.voice, speed=body.speed))
+    result = await platform.call("tts", SpeechRequest(text=body.input, voice=body.voice, speed=body.speed), principal)
     return Response(content=result.wav, media_type="audio/wav")
 
 
@@ -301,7 +301,7 @@ async def image_generations(
     width, height = body.dimensions()
     options: dict[str, Any] = {"steps": body.steps} if body.steps else {}
     request = ImageRequest(prompt=body.prompt, width=width, height=height, n=body.n, seed=body.seed, **options)
-    result = await platform.call("text2pic", request)
+    result = await platform.call("text2pic", request, principal)
     return JSONResponse(
         {
             "created": int(time.time()),
@@ -323,7 +323,7 @@ async def image_captions(
     images = [await upload.read() for upload in file]
     for index, image in enumerate(images):
         check_media(image, f"file.{index}", "image")
-    result = await platform.call("pic2text", CaptionRequest(images=images, prompt=prompt))
+    result = await platform.call("pic2text", CaptionRequest(images=images, prompt=prompt), principal)
     return JSONResponse({"text": result.text})
 
 

@@ -1,0 +1,226 @@
+"""The scheduler actor: one named, detached, async Ray actor that hosts the fair-share policy.
+
+Callers `await grant(...)`, which returns when their request may run, and then `release(ticket,
+actual_cost)`. The actor holds metadata only (service, tenant, cost, priority), never payloads.
+
+- A grant is a lease: one that is not released within `lease_s` (its holder died or hung) is
+  released by the actor, charging the estimate, so capacity never leaks.
+- A caller that gives up while waiting (`ray.cancel`, or the awaiting task is cancelled) withdraws
+  its request.
+- Tenant settings are written to the state store when an admin sets them; virtual times are
+  snapshotted every `snapshot_interval_s`. A restarted actor (`max_restarts=-1`) restores both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from scheduler.errors import UnknownTicket
+from scheduler.policy import FairScheduler, Grant
+from scheduler.settings import ServiceLimits, TenantSettings
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME = "labubu-scheduler"
+NAMESPACE = "labubu"
+TENANTS_NAMESPACE = "tenants"
+SNAPSHOT_NAMESPACE = "scheduler"
+SNAPSHOT_KEY = "snapshot"
+
+
+class SchedulerActor:
+    """Hosts `FairScheduler` on an event loop; see the module docstring.
+
+    `config`: `{"services": {name: ServiceLimits fields}, "tenant_defaults": TenantSettings fields,
+    "lease_s": 900, "snapshot_interval_s": 1.0}`. `store`: a `state.store.StateStore`, or None to
+    keep nothing (tests of the policy alone).
+    """
+
+    def __init__(self, config: dict[str, Any], store: Any = None) -> None:
+        services = {name: ServiceLimits(**limits) for name, limits in config["services"].items()}
+        self.policy = FairScheduler(services, TenantSettings.from_dict(config.get("tenant_defaults", {})))
+        self.lease_s = float(config.get("lease_s", 900.0))
+        self.snapshot_interval_s = float(config.get("snapshot_interval_s", 1.0))
+        self.store = store
+        self.waiters: dict[int, asyncio.Future[Grant]] = {}
+        self.submitted_at: dict[int, float] = {}
+        self.leases: dict[int, float] = {}
+        self.dirty = False
+        self.metrics = SchedulerMetrics()
+        self._restore()
+        self._changed: asyncio.Event | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+
+    # -------------------------------------------------------------- state
+
+    def _restore(self) -> None:
+        if self.store is None:
+            return
+        snapshot = self.store.get(SNAPSHOT_NAMESPACE, SNAPSHOT_KEY)
+        if snapshot:
+            self.policy.restore(snapshot)
+        tenants = self.store.items(TENANTS_NAMESPACE)
+        for tenant, settings in tenants:
+            self.policy.set_tenant(tenant, TenantSettings.from_dict(settings))
+        log.info("scheduler restored: %d configured tenants", len(tenants))
+
+    def _save_snapshot(self) -> None:
+        if self.store is not None and self.dirty:
+            self.dirty = False
+            self.store.put(SNAPSHOT_NAMESPACE, SNAPSHOT_KEY, self.policy.snapshot())
+
+    # -------------------------------------------------------------- the loop
+
+    def _ensure_pump(self) -> None:
+        # The loop exists only once the actor runs its first call: start the pump lazily.
+        if self._pump_task is None:
+            self._changed = asyncio.Event()
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def _pump(self) -> None:
+        """Wakes for rate buckets, expires leases and snapshots; grants themselves happen inline."""
+        assert self._changed is not None
+        last_snapshot = time.monotonic()
+        while True:
+            now = time.monotonic()
+            wakeup = self.policy.next_wakeup(now)
+            timeout = 0.5 if wakeup is None else min(0.5, max(0.0, wakeup - now))
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            try:
+                now = time.monotonic()
+                self._expire_leases(now)
+                self._dispatch(now)
+                if now - last_snapshot >= self.snapshot_interval_s:
+                    last_snapshot = now
+                    await asyncio.to_thread(self._save_snapshot)
+                    self.metrics.observe_stats(self.policy.stats())
+            except Exception:  # the pump must outlive any one bad iteration
+                log.exception("scheduler pump iteration failed")
+
+    def _dispatch(self, now: float) -> None:
+        for grant in self.policy.dispatch(now):
+            waiter = self.waiters.pop(grant.ticket, None)
+            submitted = self.submitted_at.pop(grant.ticket, now)
+            if waiter is None or waiter.done():
+                self.policy.cancel(grant.ticket)  # its caller left between submit and grant
+                continue
+            self.leases[grant.ticket] = now + self.lease_s
+            self.metrics.granted(grant, now - submitted)
+            waiter.set_result(grant)
+        self.dirty = True
+
+    def _expire_leases(self, now: float) -> None:
+        expired = [ticket for ticket, deadline in self.leases.items() if deadline <= now]
+        for ticket in expired:
+            del self.leases[ticket]
+            log.warning("lease of ticket %d expired: its holder did not release it", ticket)
+            self.policy.release(ticket)
+
+    # -------------------------------------------------------------- the API
+
+    async def grant(self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True) -> int:
+        """Wait until the request may run; its ticket. Raises `QuotaExceeded`, `ServiceOverloaded`."""
+        self._ensure_pump()
+        now = time.monotonic()
+        ticket = self.policy.submit(service, tenant, cost, now=now, priority=priority, wait=wait)
+        waiter: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        self.waiters[ticket] = waiter
+        self.submitted_at[ticket] = now
+        self._dispatch(now)
+        self._wake()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self.waiters.pop(ticket, None)
+            self.submitted_at.pop(ticket, None)
+            self.leases.pop(ticket, None)
+            self.policy.cancel(ticket)
+            self._dispatch(time.monotonic())
+            raise
+        return ticket
+
+    async def release(self, ticket: int, actual_cost: float | None = None) -> bool:
+        """End a grant, charging `actual_cost`; False if it was already released (e.g. its lease expired)."""
+        if self.leases.pop(ticket, None) is None:
+            return False
+        try:
+            self.policy.release(ticket, actual_cost)
+        except UnknownTicket:
+            return False
+        self._dispatch(time.monotonic())
+        return True
+
+    async def release_many(self, releases: list[tuple[int, float | None]]) -> int:
+        """Release several grants in one call (a client batching its releases)."""
+        released = 0
+        for ticket, cost in releases:
+            released += await self.release(ticket, cost)
+        return released
+
+    async def set_tenant(self, tenant: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge `changes` into the tenant's settings, store them durably, apply them at once."""
+        settings = self.policy.tenant(tenant).settings.merged(changes)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.put, TENANTS_NAMESPACE, tenant, settings.to_dict())
+        record = self.policy.set_tenant(tenant, settings)
+        self._dispatch(time.monotonic())
+        return record.to_dict()
+
+    async def tenant(self, tenant: str) -> dict[str, Any]:
+        return self.policy.tenant(tenant).to_dict()
+
+    async def tenants(self) -> list[dict[str, Any]]:
+        return [record.to_dict() for record in self.policy.tenants()]
+
+    async def set_dispatch_limit(self, service: str, limit: int) -> None:
+        self.policy.set_dispatch_limit(service, limit)
+        self._dispatch(time.monotonic())
+
+    async def stats(self) -> dict[str, Any]:
+        return self.policy.stats()
+
+    async def ping(self) -> str:
+        return "pong"
+
+
+class SchedulerMetrics:
+    """Queue depth, in-flight, granted cost and wait time, through Ray's metrics API (Prometheus)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        tags = ("service", "tenant")
+        self.queued = metrics.Gauge("labubu_scheduler_queued", "Requests waiting for a grant", tag_keys=tags)
+        self.in_flight = metrics.Gauge("labubu_scheduler_in_flight", "Granted requests not yet released", tag_keys=tags)
+        self.cost = metrics.Counter("labubu_scheduler_granted_cost", "Estimated cost granted", tag_keys=tags)
+        self.grants = metrics.Counter("labubu_scheduler_grants", "Requests granted", tag_keys=tags)
+        self.wait = metrics.Histogram(
+            "labubu_scheduler_wait_seconds",
+            "Time from submission to grant",
+            boundaries=[0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
+            tag_keys=("service",),
+        )
+
+    def granted(self, grant: Grant, waited_s: float) -> None:
+        tags = {"service": grant.service, "tenant": grant.tenant}
+        self.cost.inc(grant.cost, tags)
+        self.grants.inc(1, tags)
+        self.wait.observe(waited_s, {"service": grant.service})
+
+    def observe_stats(self, stats: dict[str, Any]) -> None:
+        for service, state in stats["services"].items():
+            for tenant, flow in state["tenants"].items():
+                tags = {"service": service, "tenant": tenant}
+                self.queued.set(flow["queued"], tags)
+                self.in_flight.set(flow["in_flight"], tags)

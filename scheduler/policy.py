@@ -1,0 +1,539 @@
+"""The fair-share policy: per-service queues ordered by start-time fair queuing, and dual limits.
+
+Plain Python with an explicit clock, so the actor that hosts it, the tests and the benchmark all
+drive the same code. The host's loop is: call `dispatch(now)` after every `submit`, `release`,
+`cancel` and settings change, and again at `next_wakeup(now)`; start what it returns.
+
+How requests are ordered (one service; each service is independent):
+- Each (service, tenant) pair is a *flow* with a virtual time `vt`: the finish tag of its last
+  granted request, i.e. the start tag of its next one while it stays backlogged.
+- When a flow goes from no waiting request to one, `vt = max(vt, global_vt)`: a tenant that was
+  idle comes back at the current virtual time, with no saved-up credit to burst with.
+- The flow with the smallest `vt` is served next (ties: the flow queued first). Granting a request
+  of cost c sets `global_vt = max(global_vt, vt)` (the start tag in service) and `vt += c/weight`.
+  Between two tenants that stay backlogged this keeps `|served_i/w_i - served_j/w_j|` within
+  `c_i/w_i + c_j/w_j`, whatever the arrivals (Goyal, Vin & Cheng, SIGCOMM 1996).
+- A flow's own requests go by priority, then first come first served. Priority picks which of a
+  tenant's requests its turn is spent on; it never changes when the turn comes.
+- The cost is an estimate; `release` corrects `vt` by `(actual - estimate)/weight`, so a tenant is
+  charged what it used.
+
+Limits: a grant needs a slot in the service's concurrency limit and a token in its rate bucket (if
+it has one), and the same from the tenant's own limits, which span all services. A tenant held back
+by its own limits is *parked*: its flows leave the service heaps until a release frees a slot or
+its bucket refills, so the tenants behind it are served meanwhile (work conservation) and a blocked
+tenant costs nothing per dispatch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from scheduler.buckets import ConcurrencyLimit, TokenBucket
+from scheduler.errors import (
+    InvalidSettings,
+    QuotaExceeded,
+    ServiceOverloaded,
+    UnknownService,
+    UnknownTicket,
+)
+from scheduler.settings import Priority, ServiceLimits, TenantRecord, TenantSettings
+
+SNAPSHOT_VERSION = 1
+
+# Retry-After bounds: no client should hammer the admission path more often than once a second,
+# and none should be told to wait longer than a minute when an admin may lift the limit any time.
+_MIN_RETRY_AFTER_S = 1.0
+_MAX_RETRY_AFTER_S = 60.0
+
+# Heaps drop stale entries lazily; rebuild one when stale entries outnumber live ones by this
+# much, so that memory stays proportional to the live requests.
+_COMPACT_SLACK = 64
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A request that may start now. Run it, then `release(ticket, actual_cost)`."""
+
+    ticket: int
+    service: str
+    tenant: str
+    priority: Priority
+    cost: float
+    start_tag: float
+
+
+class _FlowState(Enum):
+    IDLE = "idle"  # nothing waiting
+    READY = "ready"  # in its service's heap
+    PARKED = "parked"  # waiting, but its tenant is at its own limit
+
+
+@dataclass(eq=False)
+class _Request:
+    ticket: int
+    service: str
+    tenant: str
+    priority: Priority
+    cost: float
+    granted: bool = False
+    # The tenant's weight when granted: the correction at release must divide by the same weight
+    # that the charge at grant did, even if an admin changed it in between.
+    weight: float = 1.0
+
+
+@dataclass(eq=False)
+class _Flow:
+    service: str
+    tenant: str
+    vt: float = 0.0
+    served_cost: float = 0.0
+    queued: int = 0
+    in_flight: int = 0
+    state: _FlowState = _FlowState.IDLE
+    # Bumped whenever the flow enters or leaves its service's heap, so older heap entries are stale.
+    version: int = 0
+    # (priority rank, ticket): tickets grow with submission, so this is priority, then FIFO.
+    # Cancelled tickets stay until they reach the top or the heap is compacted.
+    waiting: list[tuple[int, int]] = field(default_factory=list)
+
+
+class _Service:
+    def __init__(self, name: str, limits: ServiceLimits) -> None:
+        self.name = name
+        self.limits = limits
+        self.concurrency = ConcurrencyLimit(limits.dispatch_limit)
+        self.bucket = TokenBucket(limits.rate_per_s, limits.burst) if limits.rate_per_s is not None else None
+        self.global_vt = 0.0
+        self.queued = 0
+        self.flows: dict[str, _Flow] = {}
+        # (vt, push order, flow version, flow) of READY flows, plus stale entries.
+        self.ready: list[tuple[float, int, int, _Flow]] = []
+
+    def is_open(self, now: float) -> bool:
+        """Whether the service itself could take one more grant at `now`."""
+        return self.concurrency.available and (self.bucket is None or self.bucket.ready(now))
+
+
+class _Tenant:
+    def __init__(self, name: str, settings: TenantSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.concurrency = ConcurrencyLimit(settings.max_concurrency)
+        self.bucket = TokenBucket(settings.rate_per_s, settings.burst)
+        self.queued = 0
+        # Service name → this tenant's flow there, while the tenant is at its own limit.
+        self.parked: dict[str, _Flow] = {}
+        # When its rate bucket next allows a grant, while parked on it; inf otherwise.
+        self.wake_at = math.inf
+
+    def is_open(self, now: float) -> bool:
+        return self.concurrency.available and self.bucket.ready(now)
+
+    def apply(self, settings: TenantSettings) -> None:
+        self.settings = settings
+        self.concurrency.limit = settings.max_concurrency
+        self.bucket.configure(settings.rate_per_s, settings.burst)
+
+
+class FairScheduler:
+    """Per-service fair queues with per-tenant virtual time, priorities and dual limits.
+
+    `services` maps each service name (matched case-insensitively) to its limits; tenants that were
+    never `set_tenant` get `tenant_defaults`. Tickets count up from `first_ticket`.
+
+    Not thread-safe: one caller at a time (an actor's event loop). Every operation is O(log n) in
+    the waiting requests, except `dispatch`, which is O(log n) per grant per service, and the
+    administrative `snapshot`, `restore`, `stats` and `tenants`.
+    """
+
+    def __init__(
+        self,
+        services: Mapping[str, ServiceLimits],
+        tenant_defaults: TenantSettings | None = None,
+        *,
+        first_ticket: int = 1,
+    ) -> None:
+        self._services = {name.lower(): _Service(name.lower(), lim) for name, lim in services.items()}
+        self._defaults = tenant_defaults or TenantSettings()
+        self._configured: dict[str, TenantSettings] = {}
+        self._tenants: dict[str, _Tenant] = {}
+        self._requests: dict[int, _Request] = {}
+        # A restarted host must not hand out the tickets its predecessor did, or a late release from
+        # before the restart would end someone else's grant: it starts from a fresh `first_ticket`.
+        self._tickets = itertools.count(first_ticket)
+        self._push_order = itertools.count()
+        # (time, tenant) for tenants parked on their rate bucket, plus stale entries.
+        self._wakeups: list[tuple[float, str]] = []
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(
+        self,
+        service: str,
+        tenant: str,
+        cost: float,
+        *,
+        now: float,
+        priority: Priority | str = Priority.DEFAULT,
+        wait: bool = True,
+    ) -> int:
+        """Queue a request and return its ticket; `dispatch` says when it may start.
+
+        `cost` is the estimate (> 0) in the service's unit. With `wait=False` (an interactive
+        call), a tenant at its own concurrency or rate limit is refused with `QuotaExceeded` instead
+        of queueing; the request may still wait its turn in the fair queue.
+
+        Raises `UnknownService`, `QuotaExceeded` (the tenant has `max_queued` waiting),
+        `ServiceOverloaded` (the service has its `max_queued` waiting), `ValueError` (a bad cost
+        or priority).
+        """
+        svc = self._service(service)
+        if not (math.isfinite(cost) and cost > 0):
+            raise ValueError(f"cost must be a finite number > 0, got {cost!r}")
+        priority = Priority(priority)
+        ten = self._tenant(tenant)
+        if ten.queued >= ten.settings.max_queued:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} has {ten.queued} requests waiting, its limit",
+                self._retry_after(ten, now),
+                [{"field": "max_queued", "reason": str(ten.settings.max_queued)}],
+            )
+        if svc.limits.max_queued is not None and svc.queued >= svc.limits.max_queued:
+            raise ServiceOverloaded(
+                f"service {svc.name!r} has {svc.queued} requests waiting, its limit",
+                _MIN_RETRY_AFTER_S,
+            )
+        if not wait and not ten.is_open(now):
+            raise QuotaExceeded(
+                f"tenant {tenant!r} is at its concurrency or rate limit",
+                self._retry_after(ten, now),
+            )
+
+        ticket = next(self._tickets)
+        self._requests[ticket] = _Request(ticket, svc.name, tenant, priority, cost)
+        flow = self._flow(svc, tenant)
+        heapq.heappush(flow.waiting, (priority.rank, ticket))
+        flow.queued += 1
+        ten.queued += 1
+        svc.queued += 1
+        if flow.state is _FlowState.IDLE:
+            # Start tag max(global_vt, tenant_vt): time spent idle earns no credit.
+            flow.vt = max(flow.vt, svc.global_vt)
+            self._push_ready(svc, flow)
+        return ticket
+
+    def dispatch(self, now: float) -> list[Grant]:
+        """Grant every request that may start at `now`, in order.
+
+        Work-conserving: it stops only when each service is at its own limit or every tenant
+        waiting there is at its own limit. Among services, the one whose next request was
+        submitted first goes first, so that a tenant at its own limit shares freed slots across
+        services in submission order.
+        """
+        self._wake_parked(now)
+        grants: list[Grant] = []
+        while True:
+            best: tuple[tuple[int, int], _Service, _Flow] | None = None
+            for svc in self._services.values():
+                if not svc.ready or not svc.is_open(now):
+                    continue
+                flow = self._head_flow(svc, now)
+                if flow is None:
+                    continue
+                key = self._head_request(flow)
+                if best is None or key < best[0]:
+                    best = (key, svc, flow)
+            if best is None:
+                return grants
+            grants.append(self._grant(best[1], best[2], now))
+
+    def release(self, ticket: int, actual_cost: float | None = None) -> None:
+        """End a granted request, charging `actual_cost` instead of the estimate when given.
+
+        Raises `UnknownTicket` for a ticket that is not granted (a waiting one is cancelled instead).
+        """
+        request = self._requests.get(ticket)
+        if request is None or not request.granted:
+            raise UnknownTicket(f"ticket {ticket} is not granted")
+        if actual_cost is not None:
+            if not (math.isfinite(actual_cost) and actual_cost >= 0):
+                raise ValueError(f"actual_cost must be a finite number >= 0, got {actual_cost!r}")
+            self._charge(request, actual_cost - request.cost)
+        self._finish(request)
+
+    def cancel(self, ticket: int) -> bool:
+        """Withdraw a request. A waiting one leaves its queue; a granted one frees its slots and is
+        refunded in full, since the caller gave up before using the grant (a call that ran, even in
+        part, is released with its cost instead).
+
+        Returns False for a ticket that is not known (released, cancelled, or never issued), so
+        that racing cancellations are harmless.
+        """
+        request = self._requests.get(ticket)
+        if request is None:
+            return False
+        if request.granted:
+            self._charge(request, -request.cost)
+            self._finish(request)
+            return True
+        del self._requests[ticket]
+        svc = self._services[request.service]
+        flow = svc.flows[request.tenant]
+        ten = self._tenants[request.tenant]
+        flow.queued -= 1
+        ten.queued -= 1
+        svc.queued -= 1
+        if flow.queued == 0:
+            ten.parked.pop(svc.name, None)
+            self._set_idle(flow)
+        elif len(flow.waiting) > 2 * flow.queued + _COMPACT_SLACK:
+            flow.waiting = [entry for entry in flow.waiting if entry[1] in self._requests]
+            heapq.heapify(flow.waiting)
+        return True
+
+    def next_wakeup(self, now: float) -> float | None:
+        """The earliest time at which a rate bucket lets a waiting request through, or None when
+        only a release (or a settings change) can. Call `dispatch` then."""
+        while self._wakeups:
+            at, name = self._wakeups[0]
+            if self._tenants[name].wake_at == at:
+                break
+            heapq.heappop(self._wakeups)
+        times = [self._wakeups[0][0]] if self._wakeups else []
+        for svc in self._services.values():
+            if svc.ready and svc.bucket is not None and svc.concurrency.available:
+                wait = svc.bucket.wait_s(now)
+                if math.isfinite(wait):
+                    times.append(now + wait)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ settings
+
+    def set_tenant(self, tenant: str, settings: TenantSettings) -> TenantRecord:
+        """Configure a tenant; it takes effect on the next dispatch. Its virtual times are kept."""
+        self._configured[tenant] = settings
+        ten = self._tenants.get(tenant)
+        if ten is not None:
+            ten.apply(settings)
+            # The new limits may be looser: let the next dispatch look at its flows again.
+            self._unpark(ten)
+        return self.tenant(tenant)
+
+    def tenant(self, tenant: str) -> TenantRecord:
+        """A tenant's settings: its own if configured, else the defaults."""
+        settings = self._configured.get(tenant)
+        if settings is None:
+            return TenantRecord(tenant, self._defaults, configured=False)
+        return TenantRecord(tenant, settings, configured=True)
+
+    def tenants(self) -> list[TenantRecord]:
+        """Every tenant configured or seen, by name."""
+        return [self.tenant(name) for name in sorted(self._configured.keys() | self._tenants.keys())]
+
+    def set_dispatch_limit(self, service: str, limit: int) -> None:
+        """Follow a service's capacity (replicas × `max_ongoing_requests`). Lowering it below the
+        requests in flight cancels none: new grants wait until enough are released."""
+        svc = self._service(service)
+        svc.limits = replace(svc.limits, dispatch_limit=limit)
+        svc.concurrency.limit = limit
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable tenant settings and virtual times, for `restore` after a restart.
+
+        Requests are not included: after a restart their callers submit again.
+        """
+        return {
+            "version": SNAPSHOT_VERSION,
+            "tenants": {name: s.to_dict() for name, s in sorted(self._configured.items())},
+            "services": {
+                svc.name: {
+                    "global_vt": svc.global_vt,
+                    "tenants": {
+                        name: {"vt": flow.vt, "served_cost": flow.served_cost}
+                        for name, flow in sorted(svc.flows.items())
+                    },
+                }
+                for svc in self._services.values()
+            },
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a `snapshot` into a scheduler that has no requests yet. Services the snapshot
+        names but this scheduler lacks are skipped (a service was removed from the config)."""
+        if self._requests:
+            raise RuntimeError("restore needs a scheduler with no requests")
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise InvalidSettings(f"unsupported snapshot version {state.get('version')!r}")
+        for name, settings in state.get("tenants", {}).items():
+            self.set_tenant(name, TenantSettings.from_dict(settings))
+        for service, saved in state.get("services", {}).items():
+            svc = self._services.get(service)
+            if svc is None:
+                continue
+            svc.global_vt = float(saved["global_vt"])
+            for name, flow_state in saved.get("tenants", {}).items():
+                flow = self._flow(svc, name)
+                flow.vt = float(flow_state["vt"])
+                flow.served_cost = float(flow_state["served_cost"])
+
+    def stats(self) -> dict[str, Any]:
+        """The body of `GET /v1/admin/scheduler`: per service, its queue, its load, its virtual
+        time, and each tenant's virtual time, cost served (corrected), waiting and granted."""
+        return {
+            "services": {
+                svc.name: {
+                    "queued": svc.queued,
+                    "in_flight": svc.concurrency.in_flight,
+                    "dispatch_limit": svc.concurrency.limit,
+                    "global_vt": svc.global_vt,
+                    "tenants": {
+                        name: {
+                            "vt": flow.vt,
+                            "served_cost": flow.served_cost,
+                            "queued": flow.queued,
+                            "in_flight": flow.in_flight,
+                        }
+                        for name, flow in sorted(svc.flows.items())
+                    },
+                }
+                for svc in self._services.values()
+            }
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _service(self, name: str) -> _Service:
+        svc = self._services.get(name.lower())
+        if svc is None:
+            raise UnknownService(
+                f"unknown service {name!r}",
+                [{"field": "service", "reason": f"not one of {sorted(self._services)}"}],
+            )
+        return svc
+
+    def _tenant(self, name: str) -> _Tenant:
+        ten = self._tenants.get(name)
+        if ten is None:
+            ten = self._tenants[name] = _Tenant(name, self.tenant(name).settings)
+        return ten
+
+    def _flow(self, svc: _Service, tenant: str) -> _Flow:
+        flow = svc.flows.get(tenant)
+        if flow is None:
+            flow = svc.flows[tenant] = _Flow(svc.name, tenant)
+        return flow
+
+    def _retry_after(self, ten: _Tenant, now: float) -> float:
+        return min(_MAX_RETRY_AFTER_S, max(_MIN_RETRY_AFTER_S, ten.bucket.wait_s(now)))
+
+    def _push_ready(self, svc: _Service, flow: _Flow) -> None:
+        flow.state = _FlowState.READY
+        flow.version += 1
+        heapq.heappush(svc.ready, (flow.vt, next(self._push_order), flow.version, flow))
+        if len(svc.ready) > 2 * len(svc.flows) + _COMPACT_SLACK:
+            svc.ready = [entry for entry in svc.ready if entry[2] == entry[3].version]
+            heapq.heapify(svc.ready)
+
+    def _set_idle(self, flow: _Flow) -> None:
+        flow.state = _FlowState.IDLE
+        flow.version += 1
+
+    def _head_flow(self, svc: _Service, now: float) -> _Flow | None:
+        """The READY flow with the smallest virtual time whose tenant may take a grant at `now`,
+        parking the flows of tenants at their own limits on the way."""
+        while svc.ready:
+            _, _, version, flow = svc.ready[0]
+            if version != flow.version:
+                heapq.heappop(svc.ready)
+                continue
+            ten = self._tenants[flow.tenant]
+            if ten.is_open(now):
+                return flow
+            heapq.heappop(svc.ready)
+            self._park(ten, flow, now)
+        return None
+
+    def _head_request(self, flow: _Flow) -> tuple[int, int]:
+        while flow.waiting[0][1] not in self._requests:
+            heapq.heappop(flow.waiting)
+        return flow.waiting[0]
+
+    def _grant(self, svc: _Service, flow: _Flow, now: float) -> Grant:
+        heapq.heappop(svc.ready)  # `flow`'s entry: `_head_flow` just returned it from the top
+        _, ticket = heapq.heappop(flow.waiting)  # `_head_request` cleaned the top
+        request = self._requests[ticket]
+        ten = self._tenants[flow.tenant]
+        ten.concurrency.acquire()
+        ten.bucket.take(now)
+        svc.concurrency.acquire()
+        if svc.bucket is not None:
+            svc.bucket.take(now)
+
+        start = flow.vt
+        svc.global_vt = max(svc.global_vt, start)
+        request.granted = True
+        request.weight = ten.settings.weight
+        flow.vt = start + request.cost / request.weight
+        flow.served_cost += request.cost
+        flow.queued -= 1
+        flow.in_flight += 1
+        ten.queued -= 1
+        svc.queued -= 1
+        if flow.queued:
+            self._push_ready(svc, flow)
+        else:
+            self._set_idle(flow)
+        return Grant(ticket, svc.name, flow.tenant, request.priority, request.cost, start)
+
+    def _charge(self, request: _Request, correction: float) -> None:
+        svc = self._services[request.service]
+        flow = svc.flows[request.tenant]
+        flow.vt += correction / request.weight
+        flow.served_cost += correction
+        if flow.state is _FlowState.READY:
+            self._push_ready(svc, flow)  # its heap key changed
+
+    def _finish(self, request: _Request) -> None:
+        del self._requests[request.ticket]
+        svc = self._services[request.service]
+        ten = self._tenants[request.tenant]
+        svc.flows[request.tenant].in_flight -= 1
+        svc.concurrency.release()
+        ten.concurrency.release()
+        if ten.parked and ten.concurrency.available:
+            self._unpark(ten)
+
+    def _park(self, ten: _Tenant, flow: _Flow, now: float) -> None:
+        flow.state = _FlowState.PARKED
+        flow.version += 1
+        ten.parked[flow.service] = flow
+        if ten.concurrency.available:  # so it is the rate bucket: wake up when it refills
+            at = now + ten.bucket.wait_s(now)
+            if at < ten.wake_at:
+                ten.wake_at = at
+                heapq.heappush(self._wakeups, (at, ten.name))
+                if len(self._wakeups) > 2 * len(self._tenants) + _COMPACT_SLACK:
+                    self._wakeups = [w for w in self._wakeups if self._tenants[w[1]].wake_at == w[0]]
+                    heapq.heapify(self._wakeups)
+
+    def _unpark(self, ten: _Tenant) -> None:
+        for flow in ten.parked.values():
+            self._push_ready(self._services[flow.service], flow)
+        ten.parked.clear()
+        ten.wake_at = math.inf
+
+    def _wake_parked(self, now: float) -> None:
+        while self._wakeups and self._wakeups[0][0] <= now:
+            at, name = heapq.heappop(self._wakeups)
+            ten = self._tenants[name]
+            if ten.wake_at == at:
+                self._unpark(ten)

@@ -1,0 +1,47 @@
+"""Keeps the scheduler's per-service dispatch limits in step with Serve's replicas.
+
+A service may hold `running replicas × (max_ongoing_requests − 1)` grants at once: as Serve's
+autoscaler adds replicas, the scheduler lets more requests through, and while a backlog waits the
+replicas run at one request above their backend's concurrency, which is what makes the autoscaler
+(whose target is that concurrency) add replicas. The one slot left per replica keeps status and
+health calls from queueing behind model calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from deployments.types import SERVICES
+
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL_S = 2.0
+
+
+def dispatch_limit(running_replicas: int, max_ongoing_requests: int) -> int:
+    """Grants a service may hold: never 0, so calls fail fast at Serve rather than wait forever."""
+    return max(1, running_replicas * max(1, max_ongoing_requests - 1))
+
+
+async def follow_capacity(platform: Any, app_name: str) -> None:
+    """Forever: read the replicas of each modality and set the scheduler's limits to match."""
+    from ray import serve
+
+    applied: dict[str, int] = {}
+    while True:
+        try:
+            status = await asyncio.to_thread(serve.status)
+            deployments = status.applications[app_name].deployments
+            for service in SERVICES:
+                running = deployments[service].replica_states.get("RUNNING", 0)
+                max_ongoing = (await platform.status(service)).get("max_ongoing_requests") or 2
+                limit = dispatch_limit(running, int(max_ongoing))
+                if applied.get(service) != limit:
+                    await platform.scheduler.call("set_dispatch_limit", service, limit)
+                    applied[service] = limit
+                    log.info("dispatch limit of %s: %d (%d replicas)", service, limit, running)
+        except Exception:  # the controller may be busy or restarting: try again next round
+            log.exception("could not follow the deployments' capacity")
+        await asyncio.sleep(FOLLOW_INTERVAL_S)

@@ -1,0 +1,125 @@
+"""The scheduler actor on the session's Ray cluster: grants across processes, cancellation,
+a holder that dies, and a restart that keeps tenant settings and virtual times."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from scheduler.actor import SchedulerActor
+from scheduler.client import SchedulerClient
+from scheduler.errors import QuotaExceeded
+from state.store import SqliteStore
+
+pytestmark = pytest.mark.ray
+
+
+def make_actor(store: Any = None, dispatch_limit: int = 1, lease_s: float = 60.0) -> Any:
+    config = {
+        "services": {"tts": {"dispatch_limit": dispatch_limit}, "llm": {"dispatch_limit": 4}},
+        "lease_s": lease_s,
+        "snapshot_interval_s": 0.2,
+    }
+    return (
+        ray.remote(SchedulerActor)
+        .options(max_restarts=-1, max_task_retries=-1, max_concurrency=1000)
+        .remote(config, store)
+    )
+
+
+@ray.remote(num_cpus=0)
+def hold_grant(actor: Any, tenant: str, hold_s: float) -> tuple[float, float]:
+    """In another process: take a grant, hold it, release it; when it started and ended."""
+
+    async def run() -> tuple[float, float]:
+        client = SchedulerClient(actor)
+        async with client.admitted("tts", tenant, 1.0):
+            started = time.time()
+            await asyncio.sleep(hold_s)
+        return started, time.time()
+
+    return asyncio.run(run())
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def grant_then_die(actor: Any) -> None:
+    asyncio.run(SchedulerClient(actor).grant("tts", "doomed", 1.0))
+    os._exit(1)
+
+
+def stats(actor: Any, service: str = "tts") -> dict[str, Any]:
+    return ray.get(actor.stats.remote())["services"][service]
+
+
+def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_grants_across_processes_respect_the_dispatch_limit(ray_cluster: None) -> None:
+    actor = make_actor(dispatch_limit=1)
+    spans = ray.get([hold_grant.remote(actor, f"t{i}", 0.5) for i in range(3)])
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.05  # one at a time: each starts after the previous released
+    assert stats(actor)["in_flight"] == 0
+
+
+def test_waiting_grant_can_be_cancelled(ray_cluster: None) -> None:
+    actor = make_actor(dispatch_limit=1)
+    first = ray.get(actor.grant.remote("tts", "a", 1.0))
+    waiting = actor.grant.remote("tts", "b", 1.0)
+    wait_until(lambda: stats(actor)["queued"] == 1)
+    ray.cancel(waiting)
+    wait_until(lambda: stats(actor)["queued"] == 0)
+    assert ray.get(actor.release.remote(first, 1.0)) is True
+    assert stats(actor)["in_flight"] == 0
+
+
+def test_holder_that_dies_does_not_leak_its_grant(ray_cluster: None) -> None:
+    actor = make_actor(dispatch_limit=1, lease_s=1.0)
+    with pytest.raises(ray.exceptions.RayError):
+        ray.get(grant_then_die.remote(actor))
+    start = time.monotonic()
+    ticket = ray.get(actor.grant.remote("tts", "next", 1.0), timeout=20)  # waits for the lease to expire
+    assert ticket > 0 and time.monotonic() - start < 15
+
+
+def test_interactive_call_over_quota_is_refused_at_once(ray_cluster: None) -> None:
+    actor = make_actor(dispatch_limit=4)
+    ray.get(actor.set_tenant.remote("burst", {"rate_per_s": 0.01, "burst": 1}))
+    ray.get(actor.grant.remote("llm", "burst", 1.0, "default", False))
+    with pytest.raises(QuotaExceeded) as caught:
+        asyncio.run(SchedulerClient(actor).grant("llm", "burst", 1.0, wait=False))
+    assert caught.value.retry_after_s >= 1
+
+
+def test_restart_restores_settings_and_virtual_time(ray_cluster: None, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite3")
+    actor = make_actor(store, dispatch_limit=4)
+    ray.get(actor.set_tenant.remote("acme", {"weight": 3.0}))
+    for _ in range(3):
+        ticket = ray.get(actor.grant.remote("llm", "acme", 6.0))
+        ray.get(actor.release.remote(ticket, 6.0))
+    vt_before = stats(actor, "llm")["tenants"]["acme"]["vt"]
+    assert vt_before == pytest.approx(6.0)  # 3 requests × 6 / weight 3
+    time.sleep(0.6)  # a snapshot is taken every 0.2 s
+    ray.kill(actor, no_restart=False)
+    wait_until(lambda: _answers(actor))
+    assert ray.get(actor.tenant.remote("acme"))["weight"] == 3.0
+    assert stats(actor, "llm")["tenants"]["acme"]["vt"] == pytest.approx(vt_before)
+
+
+def _answers(actor: Any) -> bool:
+    try:
+        return ray.get(actor.ping.remote(), timeout=2) == "pong"
+    except ray.exceptions.RayError:
+        return False
