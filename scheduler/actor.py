@@ -14,6 +14,7 @@ actual_cost)`. The actor holds metadata only (service, tenant, cost, priority), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -41,7 +42,12 @@ class SchedulerActor:
 
     def __init__(self, config: dict[str, Any], store: Any = None) -> None:
         services = {name: ServiceLimits(**limits) for name, limits in config["services"].items()}
-        self.policy = FairScheduler(services, TenantSettings.from_dict(config.get("tenant_defaults", {})))
+        # Tickets never repeat across restarts: a late release from before one cannot end another's grant.
+        self.policy = FairScheduler(
+            services,
+            TenantSettings.from_dict(config.get("tenant_defaults", {})),
+            first_ticket=time.time_ns() // 1000,
+        )
         self.lease_s = float(config.get("lease_s", 900.0))
         self.snapshot_interval_s = float(config.get("snapshot_interval_s", 1.0))
         self.store = store
@@ -92,10 +98,8 @@ class SchedulerActor:
             now = time.monotonic()
             wakeup = self.policy.next_wakeup(now)
             timeout = 0.5 if wakeup is None else min(0.5, max(0.0, wakeup - now))
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
             self._changed.clear()
             try:
                 now = time.monotonic()
@@ -109,15 +113,20 @@ class SchedulerActor:
                 log.exception("scheduler pump iteration failed")
 
     def _dispatch(self, now: float) -> None:
-        for grant in self.policy.dispatch(now):
-            waiter = self.waiters.pop(grant.ticket, None)
-            submitted = self.submitted_at.pop(grant.ticket, now)
-            if waiter is None or waiter.done():
-                self.policy.cancel(grant.ticket)  # its caller left between submit and grant
-                continue
-            self.leases[grant.ticket] = now + self.lease_s
-            self.metrics.granted(grant, now - submitted)
-            waiter.set_result(grant)
+        # A grant whose caller left is given back, which frees its slot: dispatch again until none is.
+        returned = True
+        while returned:
+            returned = False
+            for grant in self.policy.dispatch(now):
+                waiter = self.waiters.pop(grant.ticket, None)
+                submitted = self.submitted_at.pop(grant.ticket, now)
+                if waiter is None or waiter.done():
+                    self.policy.cancel(grant.ticket)
+                    returned = True
+                    continue
+                self.leases[grant.ticket] = now + self.lease_s
+                self.metrics.granted(grant, now - submitted)
+                waiter.set_result(grant)
         self.dirty = True
 
     def _expire_leases(self, now: float) -> None:
@@ -182,6 +191,10 @@ class SchedulerActor:
 
     async def tenants(self) -> list[dict[str, Any]]:
         return [record.to_dict() for record in self.policy.tenants()]
+
+    async def check_room(self, tenant: str) -> None:
+        """Raise `QuotaExceeded` when the tenant's queue is full (before a workflow is accepted)."""
+        self.policy.check_room(tenant, time.monotonic())
 
     async def set_dispatch_limit(self, service: str, limit: int) -> None:
         self.policy.set_dispatch_limit(service, limit)

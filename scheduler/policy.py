@@ -198,13 +198,8 @@ class FairScheduler:
         if not (math.isfinite(cost) and cost > 0):
             raise ValueError(f"cost must be a finite number > 0, got {cost!r}")
         priority = Priority(priority)
+        self.check_room(tenant, now)
         ten = self._tenant(tenant)
-        if ten.queued >= ten.settings.max_queued:
-            raise QuotaExceeded(
-                f"tenant {tenant!r} has {ten.queued} requests waiting, its limit",
-                self._retry_after(ten, now),
-                [{"field": "max_queued", "reason": str(ten.settings.max_queued)}],
-            )
         if svc.limits.max_queued is not None and svc.queued >= svc.limits.max_queued:
             raise ServiceOverloaded(
                 f"service {svc.name!r} has {svc.queued} requests waiting, its limit",
@@ -297,6 +292,17 @@ class FairScheduler:
             flow.waiting = [entry for entry in flow.waiting if entry[1] in self._requests]
             heapq.heapify(flow.waiting)
         return True
+
+    def check_room(self, tenant: str, now: float) -> None:
+        """Raise `QuotaExceeded` if the tenant has `max_queued` requests waiting: a workflow or task
+        submitted now would only add to them."""
+        ten = self._tenant(tenant)
+        if ten.queued >= ten.settings.max_queued:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} has {ten.queued} requests waiting, its limit",
+                self._retry_after(ten, now),
+                [{"field": "max_queued", "reason": str(ten.settings.max_queued)}],
+            )
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time at which a rate bucket lets a waiting request through, or None when
