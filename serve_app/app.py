@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from dag.executor import executor_actor
+from dag.records import WorkflowStore
 from deployments.serving import modality_deployment
 from deployments.types import SERVICES
 from scheduler.client import SchedulerClient, scheduler_actor
@@ -17,7 +19,9 @@ from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from serve_app.platform import Platform
 from serve_app.routes import admin, health, openai
+from serve_app.routes import workflows as workflow_routes
 from serve_app.settings import Settings
+from state.artifacts import open_artifacts
 from state.store import open_store
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(workflow_routes.router)
     return app
 
 
@@ -55,9 +60,18 @@ class Ingress:
     def __init__(self, settings: dict[str, Any], **handles: DeploymentHandle) -> None:
         config = Settings.from_dict(settings)
         store = open_store(config.redis_url, config.data_path)
-        scheduler = SchedulerClient(scheduler_actor(config.scheduler_config(), store))
+        artifacts = open_artifacts(config.s3_bucket, config.s3_endpoint_url, config.data_path)
+        workflows = WorkflowStore(store, artifacts)
+        scheduler_handle = scheduler_actor(config.scheduler_config(), store)
         app_name = serve.get_replica_context().replica_id.deployment_id.app_name
-        set_platform(Platform(config, handles, scheduler, store, app_name))
+        executor_config = {
+            **config.workflows,
+            "app_name": app_name,
+            "cost_models": config.scheduler.get("cost_models", {}),
+        }
+        executor = executor_actor(workflows, scheduler_handle, executor_config)
+        platform = Platform(config, handles, SchedulerClient(scheduler_handle), store, workflows, executor, app_name)
+        set_platform(platform)
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:

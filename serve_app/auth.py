@@ -5,6 +5,7 @@ The tenant is always the token's `tenant` claim; nothing in a request body can c
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -12,6 +13,9 @@ from enum import Enum
 import jwt
 
 from serve_app.errors import ApiError
+
+# Tenant ids name keys and paths in the stores: a safe alphabet, checked once at the door.
+TENANT_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 
 
 class Role(str, Enum):
@@ -73,6 +77,8 @@ class TokenVerifier:
         sub, tenant, role = claims.get("sub"), claims.get("tenant"), claims.get("role", "user")
         if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
             raise unauthorized("the token's `sub` and `tenant` claims must be non-empty strings")
+        if not TENANT_ID.match(tenant) or tenant in (".", ".."):
+            raise unauthorized("the token's `tenant` must be 1 to 128 letters, digits, `_`, `.`, `@` or `-`")
         if role not in ("user", "admin"):
             raise unauthorized("the token's `role` must be `user` or `admin`")
         return Principal(sub=sub, tenant=tenant, role=Role(role))

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from dag.metering import requested_usage, used
+from dag.records import WorkflowStore
 from deployments.types import SERVICES, LLMChunk
 from scheduler.client import SchedulerClient
 from scheduler.costs import CostModels, Usage
@@ -41,12 +42,16 @@ class Platform:
         handles: dict[str, Any],
         scheduler: SchedulerClient,
         store: StateStore,
+        workflows: WorkflowStore,
+        executor: Any,
         app_name: str | None = None,
     ) -> None:
         self.settings = settings
         self.handles = handles
         self.scheduler = scheduler
         self.store = store
+        self.workflows = workflows
+        self.executor = executor
         self.costs = CostModels.from_config(settings.scheduler.get("cost_models", {}))
         self.verifier = TokenVerifier(settings.jwt_verify_key, settings.jwt_algorithm)
         self._status: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -57,6 +62,7 @@ class Platform:
         """Start the replica's loops once, from its event loop (the constructor runs outside it)."""
         if not self._background and self.app_name:
             self._background.append(asyncio.get_running_loop().create_task(follow_capacity(self, self.app_name)))
+            self.executor.ping.remote()  # a restarted executor resumes unfinished workflows on its first call
 
     # -------------------------------------------------------------- auth
 
@@ -105,6 +111,16 @@ class Platform:
             if backend.get("ready"):
                 return str(backend["model"])
         return service
+
+    async def executor_call(self, method: str, *args: Any) -> Any:
+        """A call on the workflow executor, with its errors (409 and so on) as HTTP errors."""
+        try:
+            return await getattr(self.executor, method).remote(*args)
+        except Exception as exc:
+            api_error = api_error_of(exc)
+            if api_error is None:
+                raise
+            raise api_error from None
 
     # -------------------------------------------------------------- calls
 

@@ -47,6 +47,11 @@ class Settings:
     llm_max_tokens: int = 4096
     image_backends: str = "hub"
     redis_url: str = ""
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    max_nodes: int = 64
+    # The workflow executor: `retries` per node for retryable errors, `backoff_s`, `backoff_max_s`.
+    workflows: dict[str, Any] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_SERVICES))
     # The fair-share scheduler: `tenant_defaults` (weight, max_concurrency, rate_per_s, burst,
     # max_queued), `lease_s`, per-service `limits` ({rate_per_s, burst, max_queued}: a cloud
@@ -83,11 +88,22 @@ class Settings:
         env = os.environ if env is None else env
         args = dict(args or {})
         settings = cls()
-        for name in ("data_dir", "max_body_bytes", "llm_max_tokens", "image_backends", "redis_url"):
+        for name in (
+            "data_dir",
+            "max_body_bytes",
+            "llm_max_tokens",
+            "image_backends",
+            "redis_url",
+            "s3_bucket",
+            "s3_endpoint_url",
+            "max_nodes",
+        ):
             if name in args:
                 setattr(settings, name, type(getattr(settings, name))(args[name]))
         if "scheduler" in args:
             settings.scheduler = dict(args["scheduler"])
+        if "workflows" in args:
+            settings.workflows = dict(args["workflows"])
         if "deployment_options" in args:
             settings.deployment_options = dict(args["deployment_options"])
         for service, section in (args.get("services") or {}).items():
@@ -101,6 +117,10 @@ class Settings:
             settings.max_body_bytes = int(env["LABUBU_MAX_BODY_BYTES"])
         if "LABUBU_REDIS_URL" in env:
             settings.redis_url = env["LABUBU_REDIS_URL"]
+        if "LABUBU_S3_BUCKET" in env:
+            settings.s3_bucket = env["LABUBU_S3_BUCKET"]
+        if "LABUBU_S3_ENDPOINT_URL" in env:
+            settings.s3_endpoint_url = env["LABUBU_S3_ENDPOINT_URL"]
         if "LABUBU_IMAGE_BACKENDS" in env:
             settings.image_backends = env["LABUBU_IMAGE_BACKENDS"]
         settings.jwt_secret = env.get("LABUBU_JWT_SECRET", "")

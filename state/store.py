@@ -74,7 +74,7 @@ class StateStore(ABC):
 
 
 def dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(value, separators=(",", ":"))
 
 
 class SqliteStore(StateStore):

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.auth import Principal
+from serve_app.auth import TENANT_ID, Principal
 from serve_app.deps import admin, get_platform
 from serve_app.errors import ApiError
 from serve_app.platform import Platform
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-TENANT_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 TenantPath = Annotated[str, Path(description="A tenant id", max_length=128)]
 
 

@@ -1,0 +1,308 @@
+"""The workflow executor: one named, detached async Ray actor that runs workflows.
+
+Each node is a call of the actor's own `run_node` method whose arguments are its parents'
+object references, in edge order. Ray starts the call only when every parent has finished, so a
+join waits for all of its parents by construction, independent branches run side by side, and
+node outputs travel through Ray's object store, never through the ingress, the scheduler or the
+artifact store. A node asks the scheduler for its grant only once its inputs are ready.
+
+Every state change is written to the workflow's document and event log before it is announced,
+and every output is persisted as it is produced. When the actor restarts (it was killed, or its
+node died), it resumes each unfinished workflow: completed nodes are read back from the artifact
+store and not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import ray
+from ray import serve
+
+from dag.compose import Output, build_request, compose, output_of
+from dag.errors import WorkflowConflict
+from dag.metering import requested_usage, used
+from dag.records import Status, WorkflowRecord, WorkflowStore, now_rfc3339
+from deployments.types import ModelError
+from scheduler.client import SchedulerClient, scheduler_error_of
+from scheduler.costs import CostModels
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME = "labubu-workflows"
+NAMESPACE = "labubu"
+
+
+class NodeFailed(Exception):
+    """A node ended in failure after its attempts; its descendants are skipped."""
+
+
+class NodeCancelled(Exception):
+    """A node was cancelled with its workflow."""
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt may succeed: a backend or replica failure, not the client's input."""
+    cause = getattr(error, "cause", None)
+    for candidate in (error, cause):
+        if isinstance(candidate, ModelError):
+            return candidate.retryable
+    scheduler_error = scheduler_error_of(error)
+    if scheduler_error is not None:
+        return scheduler_error.status in (429, 503)
+    if isinstance(error, ray.exceptions.TaskCancelledError):
+        return False
+    # A replica or actor that died mid-call (ray.exceptions.*), or Serve's own unavailability.
+    return isinstance(error, (ray.exceptions.RayError, serve.exceptions.BackPressureError, TimeoutError))
+
+
+def describe(error: BaseException) -> str:
+    cause = getattr(error, "cause", None)
+    for candidate in (error, cause):
+        if isinstance(candidate, ModelError):
+            return f"{candidate.code}: {candidate.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+class WorkflowExecutor:
+    """Runs workflows; see the module docstring.
+
+    `config`: `{"app_name": "labubu", "retries": 2, "backoff_s": 0.5, "backoff_max_s": 10,
+    "cost_models": {...}}`.
+    """
+
+    def __init__(self, store: WorkflowStore, scheduler: Any, config: dict[str, Any]) -> None:
+        self.store = store
+        self.scheduler = SchedulerClient(scheduler)
+        self.app_name = str(config.get("app_name", "labubu"))
+        self.retries = int(config.get("retries", 2))
+        self.backoff_s = float(config.get("backoff_s", 0.5))
+        self.backoff_max_s = float(config.get("backoff_max_s", 10.0))
+        self.costs = CostModels.from_config(config.get("cost_models", {}))
+        self.records: dict[str, WorkflowRecord] = {}  # the running workflows: the source of truth
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.node_refs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, asyncio.Task[None]] = {}
+        self.resumed = False
+        self._self: Any = None
+
+    # -------------------------------------------------------------- entry points
+
+    async def start(self, key: str) -> None:
+        """Run a submitted workflow (its document is already stored)."""
+        await self._resume_all()
+        if key not in self.runs:
+            record = await asyncio.to_thread(self.store.find, key)
+            if record is not None and not record.status.final:
+                self._launch(record)
+
+    async def cancel(self, key: str) -> None:
+        """Cancel a workflow: its pending, queued and running nodes end cancelled. 409 once it has ended."""
+        await self._resume_all()
+        record = self.records.get(key) or await asyncio.to_thread(self.store.find, key)
+        if record is None:
+            return
+        if record.status.final:
+            raise WorkflowConflict(f"workflow {record.workflow_id!r} has already ended ({record.status.value})")
+        record.data["cancel_requested"] = True
+        await self._save(record)
+        refs = self.node_refs.get(key, {})
+        for ref in refs.values():
+            ray.cancel(ref)
+        run = self.runs.get(key)
+        if run is None:  # not running here: end it directly
+            await self._finish(record)
+        else:
+            await asyncio.shield(run)
+
+    async def retry(self, key: str) -> None:
+        """Run a failed or cancelled workflow again: completed nodes keep their outputs."""
+        await self._resume_all()
+        record = await asyncio.to_thread(self.store.find, key)
+        if record is None:
+            return
+        if key in self.runs or record.status not in (Status.FAILED, Status.CANCELLED):
+            raise WorkflowConflict(
+                f"only a failed or cancelled workflow can be retried; {record.workflow_id!r} is {record.status.value}"
+            )
+        for node in record.data["nodes"].values():
+            if node["status"] != Status.COMPLETED.value:
+                node.update(status=Status.PENDING.value, error=None, finished_at=None)
+        record.data["cancel_requested"] = False
+        record.data["status"] = Status.PENDING.value
+        await self._save(record, {"type": "workflow", "status": Status.PENDING.value})
+        self._launch(record)
+
+    async def delete(self, key: str) -> None:
+        """Cancel the workflow if it runs, then remove its document, events and artifacts."""
+        await self._resume_all()
+        record = await asyncio.to_thread(self.store.find, key)
+        if record is None:
+            return
+        if not record.status.final:
+            await self.cancel(key)
+        await asyncio.to_thread(self.store.delete, record)
+
+    async def ping(self) -> str:
+        await self._resume_all()
+        return "pong"
+
+    # -------------------------------------------------------------- running a workflow
+
+    async def _resume_all(self) -> None:
+        """Once per actor life: pick up every workflow that had not ended when the last one died."""
+        if self.resumed:
+            return
+        self.resumed = True
+        self._self = ray.get_runtime_context().current_actor
+        for record in await asyncio.to_thread(self.store.unfinished):
+            if record.key not in self.runs:
+                log.info("resuming workflow %s", record.key)
+                self._launch(record)
+
+    def _launch(self, record: WorkflowRecord) -> None:
+        self.records[record.key] = record
+        self.locks.setdefault(record.key, asyncio.Lock())
+        self.runs[record.key] = asyncio.get_running_loop().create_task(self._run(record))
+
+    async def _run(self, record: WorkflowRecord) -> None:
+        key = record.key
+        try:
+            plan = record.plan()
+            refs: dict[str, Any] = {}
+            for node_id in plan.order:
+                node = record.node(node_id)
+                if node["status"] == Status.COMPLETED.value:
+                    output = await asyncio.to_thread(self.store.get_output, record, node_id)
+                    refs[node_id] = ray.put(output)
+                    continue
+                if node["status"] in (Status.QUEUED.value, Status.RUNNING.value):
+                    node["status"] = Status.PENDING.value  # interrupted by a crash: it runs again
+                parents = [refs[edge.source] for edge in plan.incoming[node_id]]
+                refs[node_id] = self._self.run_node.remote(key, node_id, *parents)
+            self.node_refs[key] = refs
+            if record.status is Status.PENDING:
+                record.data["status"] = Status.RUNNING.value
+                await self._save(record, {"type": "workflow", "status": Status.RUNNING.value})
+            # Failures are in each node's record; the outcomes themselves are not needed here.
+            await asyncio.gather(*refs.values(), return_exceptions=True)
+            await self._finish(record)
+        except Exception:
+            log.exception("workflow %s failed in the executor", key)
+            await self._finish(record, executor_failed=True)
+        finally:
+            self.runs.pop(key, None)
+            self.node_refs.pop(key, None)
+            self.records.pop(key, None)
+
+    async def _finish(self, record: WorkflowRecord, executor_failed: bool = False) -> None:
+        """Settle every node that did not complete, then the workflow's own status."""
+        cancelled = bool(record.data.get("cancel_requested"))
+        # A node that never ran to its end was cancelled with the workflow, or skipped behind a failed parent.
+        end = Status.CANCELLED if cancelled else Status.SKIPPED
+        for node_id, node in record.data["nodes"].items():
+            if node["status"] not in (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value):
+                node["status"] = end.value
+                await self._save(record, {"type": "node", "node_id": node_id, "status": end.value})
+        statuses = {node["status"] for node in record.data["nodes"].values()}
+        if cancelled:
+            final = Status.CANCELLED
+        elif executor_failed or Status.FAILED.value in statuses:
+            final = Status.FAILED
+        else:
+            final = Status.COMPLETED
+        record.data["status"] = final.value
+        await self._save(record, {"type": "workflow", "status": final.value})
+
+    async def _save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
+        """Persist the document (and an event) in order: one writer per workflow at a time."""
+        lock = self.locks.setdefault(record.key, asyncio.Lock())
+        async with lock:
+            await asyncio.to_thread(self.store.save, record)
+            if event is not None:
+                await asyncio.to_thread(self.store.event, record, event)
+
+    # -------------------------------------------------------------- one node
+
+    async def run_node(self, key: str, node_id: str, *inputs: Output) -> Output:
+        """Run one node once its parents' outputs (`inputs`, in edge order) are ready."""
+        record = self.records[key]
+        node = record.node(node_id)
+        plan = record.plan()
+        spec = plan.nodes[node_id]
+        if record.data.get("cancel_requested"):
+            raise NodeCancelled(node_id)
+        own = await asyncio.to_thread(self.store.get_input, record, node_id)
+        parts: list[str | Output] = [spec.prompt]
+        if own is not None:
+            parts.append(own)
+        for edge, upstream in zip(plan.incoming[node_id], inputs, strict=True):
+            parts.extend([edge.prompt, upstream])
+        text, media = compose(parts)
+
+        try:
+            request = build_request(spec.service, spec.params, text, media)
+            output = await self._attempts(record, node_id, spec.service, request)
+        except asyncio.CancelledError:
+            node.update(status=Status.CANCELLED.value, finished_at=now_rfc3339())
+            await self._save(record, {"type": "node", "node_id": node_id, "status": Status.CANCELLED.value})
+            raise
+        except Exception as exc:
+            node.update(status=Status.FAILED.value, error=describe(exc), finished_at=now_rfc3339())
+            await self._save(
+                record, {"type": "node", "node_id": node_id, "status": Status.FAILED.value, "error": node["error"]}
+            )
+            raise NodeFailed(f"{node_id}: {node['error']}") from None
+        info = await asyncio.to_thread(self.store.put_output, record, node_id, output)
+        node.update(status=Status.COMPLETED.value, output=info, finished_at=now_rfc3339(), error=None)
+        await self._save(record, {"type": "node", "node_id": node_id, "status": Status.COMPLETED.value})
+        return output
+
+    async def _attempts(self, record: WorkflowRecord, node_id: str, service: str, request: Any) -> Output:
+        node = record.node(node_id)
+        handle = serve.get_deployment_handle(service, app_name=self.app_name)
+        estimate = self.costs.estimate(service, requested_usage(request))
+        for attempt in range(1, self.retries + 2):
+            node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)
+            await self._save(
+                record, {"type": "node", "node_id": node_id, "status": Status.QUEUED.value, "attempt": attempt}
+            )
+            try:
+                async with self.scheduler.admitted(service, record.tenant, estimate, record.priority) as admission:
+                    node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
+                    await self._save(
+                        record, {"type": "node", "node_id": node_id, "status": Status.RUNNING.value, "attempt": attempt}
+                    )
+                    result = await handle.run.remote(request)
+                    admission.actual_cost = self.costs.actual(service, used(request, result))
+                return output_of(service, result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt > self.retries or not is_retryable(exc):
+                    raise
+                node["error"] = describe(exc)
+                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: retries do not march in step
+        raise AssertionError("unreachable")
+
+
+def executor_actor(store: WorkflowStore, scheduler: Any, config: dict[str, Any]) -> Any:
+    """The cluster's workflow executor, created on first use; later callers get the same one."""
+    return (
+        ray.remote(WorkflowExecutor)
+        .options(
+            name=ACTOR_NAME,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=0,  # a node call is not retried by Ray: the restarted actor resumes it
+            max_concurrency=100_000,
+            num_cpus=0,
+        )
+        .remote(store, scheduler, config)
+    )

@@ -1,0 +1,315 @@
+"""Workflows, tasks (one-node workflows) and uploads: the asynchronous half of the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from dag.errors import WorkflowNotFound
+from dag.records import Status, WorkflowRecord, output_key, upload_key, workflow_key
+from dag.spec import TaskSubmission, WorkflowSubmission
+from deployments import media
+from deployments.types import InvalidInput
+from serve_app.auth import Principal
+from serve_app.deps import authenticated, get_platform
+from serve_app.errors import ApiError
+from serve_app.platform import Platform
+from serve_app.workflows import WORKFLOW_ID, encode_output, submit
+
+router = APIRouter(prefix="/v1", tags=["workflows"])
+
+IdPath = Annotated[str, Path(max_length=64)]
+StatusFilter = Literal["pending", "running", "completed", "failed", "cancelled"]
+UPLOAD_TYPES = {"audio/wav", "audio/x-wav", "image/png", "image/jpeg", "text/plain"}
+PING_INTERVAL_S = 15.0
+POLL_INTERVAL_S = 0.25
+FINAL = {Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value}
+
+
+async def load(platform: Platform, principal: Principal, workflow_id: str, kind: str) -> WorkflowRecord:
+    """The caller's workflow (or task); another tenant's is exactly as absent as a missing one."""
+    what = "task" if kind == "task" else "workflow"
+    if not WORKFLOW_ID.match(workflow_id):
+        raise WorkflowNotFound(f"{what} {workflow_id!r} does not exist")
+    record = await asyncio.to_thread(platform.workflows.find, workflow_key(principal.tenant, workflow_id))
+    if record is None or record.data.get("kind") != kind:
+        raise WorkflowNotFound(f"{what} {workflow_id!r} does not exist")
+    return record
+
+
+async def event_stream(platform: Platform, record: WorkflowRecord, after: int) -> AsyncIterator[str]:
+    """The workflow's event log from `after`, then live; it ends after the workflow's final event."""
+    store = platform.workflows
+    last = after
+    previous = await asyncio.to_thread(store.state.read, record.key, after - 1, 1) if after > 0 else []
+    last_data: dict[str, Any] | None = previous[0].data if previous else None
+    idle_s = 0.0
+    while True:
+        events = await asyncio.to_thread(store.state.read, record.key, last, 500)
+        for event in events:
+            yield f"id: {event.id}\ndata: {json.dumps(event.data)}\n\n"
+            last, last_data = event.id, event.data
+        if events:
+            idle_s = 0.0
+            continue
+        if last_data and last_data.get("type") == "workflow" and last_data.get("status") in FINAL:
+            current = await asyncio.to_thread(store.find, record.key)
+            if current is None or current.status.final:
+                return
+        if await asyncio.to_thread(store.find, record.key) is None:
+            return  # deleted while we watched
+        await asyncio.sleep(POLL_INTERVAL_S)
+        idle_s += POLL_INTERVAL_S
+        if idle_s >= PING_INTERVAL_S:
+            idle_s = 0.0
+            yield ": ping\n\n"
+
+
+def events_response(
+    platform: Platform, record: WorkflowRecord, header_id: str | None, query_id: int | None
+) -> Response:
+    after = query_id if query_id is not None else 0
+    if header_id:
+        try:
+            after = int(header_id)
+        except ValueError:
+            raise ApiError(422, "validation_error", "Last-Event-ID must be an integer") from None
+    if after < 0:
+        raise ApiError(422, "validation_error", "Last-Event-ID must be at least 0")
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(event_stream(platform, record, after), media_type="text/event-stream", headers=headers)
+
+
+async def output_response(platform: Platform, record: WorkflowRecord, node_id: str, format: str | None) -> Response:
+    node = record.data["nodes"].get(node_id)
+    if node is None or node.get("output") is None:
+        raise ApiError(404, "not_found", f"node {node_id!r} has no output (yet)")
+    output = await asyncio.to_thread(platform.workflows.get_output, record, node_id)
+    if format == "json":
+        return JSONResponse(encode_output(output.data, output.content_type))
+    if format == "url":
+        url = await asyncio.to_thread(
+            platform.workflows.artifacts.url, output_key(record.tenant, record.workflow_id, node_id)
+        )
+        if url is None:
+            raise ApiError(400, "invalid_input", "presigned URLs need the S3 artifact store (LABUBU_S3_BUCKET)")
+        return JSONResponse({"content_type": output.content_type, "url": url})
+    return Response(content=output.data, media_type=output.content_type)
+
+
+def page(records: list[WorkflowRecord], status: str | None, limit: int, offset: int, view: Any) -> dict[str, Any]:
+    chosen = [r for r in records if status is None or r.data["status"] == status]
+    return {"items": [view(r) for r in chosen[offset : offset + limit]], "total": len(chosen)}
+
+
+# ---------------------------------------------------------------- workflows
+
+
+@router.post("/workflows", status_code=202, summary="Submit a workflow (an agent DAG)")
+async def submit_workflow(
+    body: WorkflowSubmission,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    record = await submit(platform, body, principal, "workflow")
+    nodes = {node_id: {"status": "pending"} for node_id in record.data["nodes"]}
+    return JSONResponse({"workflow_id": record.workflow_id, "status": "pending", "nodes": nodes}, status_code=202)
+
+
+@router.get("/workflows", summary="The tenant's workflows, newest first")
+async def list_workflows(
+    status: StatusFilter | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    records = await asyncio.to_thread(platform.workflows.list, principal.tenant, "workflow")
+    return JSONResponse(page(records, status, limit, offset, lambda r: r.public(with_nodes=False)))
+
+
+@router.get("/workflows/{workflow_id}", summary="A workflow with its nodes")
+async def get_workflow(
+    workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    return JSONResponse((await load(platform, principal, workflow_id, "workflow")).public())
+
+
+@router.get("/workflows/{workflow_id}/events", summary="The workflow's events as server-sent events")
+async def workflow_events(
+    workflow_id: IdPath,
+    last_event_id: Annotated[int | None, Query(ge=0)] = None,
+    last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> Response:
+    record = await load(platform, principal, workflow_id, "workflow")
+    return events_response(platform, record, last_event_header, last_event_id)
+
+
+@router.get("/workflows/{workflow_id}/outputs/{node_id}", summary="A node's output")
+async def workflow_output(
+    workflow_id: IdPath,
+    node_id: IdPath,
+    format: Literal["json", "url"] | None = None,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> Response:
+    record = await load(platform, principal, workflow_id, "workflow")
+    return await output_response(platform, record, node_id, format)
+
+
+@router.post("/workflows/{workflow_id}/cancel", status_code=202, summary="Cancel a workflow")
+async def cancel_workflow(
+    workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    record = await load(platform, principal, workflow_id, "workflow")
+    await platform.executor_call("cancel", record.key)
+    return JSONResponse((await load(platform, principal, workflow_id, "workflow")).public(), status_code=202)
+
+
+@router.post("/workflows/{workflow_id}/retry", status_code=202, summary="Run a failed or cancelled workflow again")
+async def retry_workflow(
+    workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    record = await load(platform, principal, workflow_id, "workflow")
+    await platform.executor_call("retry", record.key)
+    return JSONResponse((await load(platform, principal, workflow_id, "workflow")).public(), status_code=202)
+
+
+@router.delete("/workflows/{workflow_id}", status_code=204, summary="Delete a workflow, its events and outputs")
+async def delete_workflow(
+    workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> Response:
+    record = await load(platform, principal, workflow_id, "workflow")
+    await platform.executor_call("delete", record.key)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@router.post("/tasks", status_code=202, summary="Submit a task: one model call, run asynchronously")
+async def submit_task(
+    body: TaskSubmission,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    record = await submit(platform, body.as_workflow(), principal, "task")
+    return JSONResponse({"task_id": record.workflow_id, "status": "pending"}, status_code=202)
+
+
+@router.get("/tasks", summary="The tenant's tasks, newest first")
+async def list_tasks(
+    service: str | None = None,
+    status: StatusFilter | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    records = await asyncio.to_thread(platform.workflows.list, principal.tenant, "task")
+    if service is not None:
+        records = [r for r in records if r.public_task()["service"] == service.lower()]
+    return JSONResponse(page(records, status, limit, offset, WorkflowRecord.public_task))
+
+
+@router.get("/tasks/{task_id}", summary="A task")
+async def get_task(
+    task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    return JSONResponse((await load(platform, principal, task_id, "task")).public_task())
+
+
+@router.get("/tasks/{task_id}/output", summary="A task's output")
+async def task_output(
+    task_id: IdPath,
+    format: Literal["json", "url"] | None = None,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> Response:
+    record = await load(platform, principal, task_id, "task")
+    return await output_response(platform, record, TaskSubmission.TASK_NODE, format)
+
+
+@router.get("/tasks/{task_id}/events", summary="A task's events as server-sent events")
+async def task_events(
+    task_id: IdPath,
+    last_event_id: Annotated[int | None, Query(ge=0)] = None,
+    last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> Response:
+    record = await load(platform, principal, task_id, "task")
+    return events_response(platform, record, last_event_header, last_event_id)
+
+
+@router.post("/tasks/{task_id}/cancel", status_code=202, summary="Cancel a task")
+async def cancel_task(
+    task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    record = await load(platform, principal, task_id, "task")
+    await platform.executor_call("cancel", record.key)
+    return JSONResponse((await load(platform, principal, task_id, "task")).public_task(), status_code=202)
+
+
+@router.post("/tasks/{task_id}/retry", status_code=202, summary="Run a failed or cancelled task again")
+async def retry_task(
+    task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    record = await load(platform, principal, task_id, "task")
+    await platform.executor_call("retry", record.key)
+    return JSONResponse((await load(platform, principal, task_id, "task")).public_task(), status_code=202)
+
+
+@router.delete("/tasks/{task_id}", status_code=204, summary="Delete a task")
+async def delete_task(
+    task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> Response:
+    record = await load(platform, principal, task_id, "task")
+    await platform.executor_call("delete", record.key)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- uploads
+
+
+@router.put("/uploads", status_code=201, summary="Upload an input (raw body) for workflows and tasks")
+async def upload(
+    request: Request, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> JSONResponse:
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type not in UPLOAD_TYPES:
+        raise ApiError(
+            415, "unsupported_media_type", f"send one of {sorted(UPLOAD_TYPES)}, not {content_type or 'none'}"
+        )
+    data = await request.body()
+    if not data:
+        raise ApiError(400, "invalid_media", "the upload is empty")
+    content_type = "audio/wav" if content_type == "audio/x-wav" else content_type
+    try:
+        if content_type == "audio/wav":
+            media.wav_info(data)
+        elif content_type == "text/plain":
+            data.decode("utf-8")
+        else:
+            info = media.image_info(data)
+            if info.content_type != content_type:
+                raise InvalidInput(f"the data is {info.content_type}, not {content_type}")
+    except InvalidInput as exc:
+        raise ApiError(400, "invalid_media", exc.message) from exc
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_media", "text/plain uploads must be UTF-8") from None
+    upload_id = f"up_{uuid.uuid4().hex[:20]}"
+    await asyncio.to_thread(
+        platform.workflows.artifacts.put, upload_key(principal.tenant, upload_id), data, content_type
+    )
+    record = {"upload_id": upload_id, "content_type": content_type, "bytes": len(data)}
+    await asyncio.to_thread(platform.store.put, "uploads", f"{principal.tenant}/{upload_id}", record)
+    return JSONResponse(record, status_code=201)
