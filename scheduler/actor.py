@@ -3,8 +3,9 @@
 Callers `await grant(...)`, which returns when their request may run, and then `release(ticket,
 actual_cost)`. The actor holds metadata only (service, tenant, cost, priority), never payloads.
 
-- A grant is a lease: one that is not released within `lease_s` (its holder died or hung) is
-  released by the actor, charging the estimate, so capacity never leaks.
+- A grant is a lease: its holder renews it while the call runs (`SchedulerClient` does, every
+  `lease_s / 3`); one that is neither renewed nor released within `lease_s` (its holder died) is
+  released by the actor, charging the estimate, so capacity never leaks for long.
 - A caller that gives up while waiting (`ray.cancel`, or the awaiting task is cancelled) withdraws
   its request.
 - Tenant settings are written to the state store when an admin sets them; virtual times are
@@ -48,7 +49,7 @@ class SchedulerActor:
             TenantSettings.from_dict(config.get("tenant_defaults", {})),
             first_ticket=time.time_ns() // 1000,
         )
-        self.lease_s = float(config.get("lease_s", 900.0))
+        self.lease_s = float(config.get("lease_s", 30.0))
         self.snapshot_interval_s = float(config.get("snapshot_interval_s", 1.0))
         self.store = store
         self.waiters: dict[int, asyncio.Future[Grant]] = {}
@@ -168,6 +169,13 @@ class SchedulerActor:
         except UnknownTicket:
             return False
         self._dispatch(time.monotonic())
+        return True
+
+    async def renew(self, ticket: int) -> bool:
+        """Extend a grant's lease by `lease_s`; False if it has already ended."""
+        if ticket not in self.leases:
+            return False
+        self.leases[ticket] = time.monotonic() + self.lease_s
         return True
 
     async def release_many(self, releases: list[tuple[int, float | None]]) -> int:

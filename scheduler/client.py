@@ -59,8 +59,9 @@ class Admission:
 class SchedulerClient:
     """Grants from the scheduler actor, with releases that never block the caller."""
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, renew_every_s: float = 10.0) -> None:
         self.actor = actor
+        self.renew_every_s = renew_every_s  # well inside the actor's lease (30 s by default)
 
     async def grant(self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True) -> int:
         ref = self.actor.grant.remote(service, tenant, cost, priority, wait)
@@ -86,10 +87,18 @@ class SchedulerClient:
         """Hold a grant for the block; it is released when the block ends, whatever happens in it."""
         ticket = await self.grant(service, tenant, cost, priority, wait)
         admission = Admission(ticket, service, tenant, cost)
+        renewal = asyncio.get_running_loop().create_task(self._renew(ticket))
         try:
             yield admission
         finally:
+            renewal.cancel()
             self.release(ticket, admission.actual_cost)
+
+    async def _renew(self, ticket: int) -> None:
+        """Keep the grant's lease alive while the holder lives; if it dies, the lease runs out."""
+        while True:
+            await asyncio.sleep(self.renew_every_s)
+            self.actor.renew.remote(ticket)
 
     async def call(self, method: str, *args: Any) -> Any:
         """An administrative call (`stats`, `set_tenant`, ...), with scheduler errors unwrapped."""
