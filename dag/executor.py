@@ -88,6 +88,7 @@ class WorkflowExecutor:
         self.runs: dict[str, asyncio.Task[None]] = {}
         self.resumed = False
         self._self: Any = None
+        self.metrics = ExecutorMetrics()
 
     # -------------------------------------------------------------- entry points
 
@@ -216,6 +217,7 @@ class WorkflowExecutor:
             final = Status.COMPLETED
         record.data["status"] = final.value
         await self._save(record, {"type": "workflow", "status": final.value})
+        self.metrics.workflow_ended(record, final)
 
     async def _save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
         """Persist the document (and an event) in order: one writer per workflow at a time."""
@@ -224,6 +226,11 @@ class WorkflowExecutor:
             await asyncio.to_thread(self.store.save, record)
             if event is not None:
                 await asyncio.to_thread(self.store.event, record, event)
+
+    async def _node_event(self, record: WorkflowRecord, node_id: str, status: Status) -> None:
+        node = record.node(node_id)
+        event = {"type": "node", "node_id": node_id, "status": status.value, "attempt": node["attempts"]}
+        await self._save(record, event)
 
     # -------------------------------------------------------------- one node
 
@@ -252,12 +259,14 @@ class WorkflowExecutor:
             raise
         except Exception as exc:
             node.update(status=Status.FAILED.value, error=describe(exc), finished_at=now_rfc3339())
+            self.metrics.node_ended(spec.service, Status.FAILED)
             await self._save(
                 record, {"type": "node", "node_id": node_id, "status": Status.FAILED.value, "error": node["error"]}
             )
             raise NodeFailed(f"{node_id}: {node['error']}") from None
         info = await asyncio.to_thread(self.store.put_output, record, node_id, output)
         node.update(status=Status.COMPLETED.value, output=info, finished_at=now_rfc3339(), error=None)
+        self.metrics.node_ended(spec.service, Status.COMPLETED)
         await self._save(record, {"type": "node", "node_id": node_id, "status": Status.COMPLETED.value})
         return output
 
@@ -267,15 +276,11 @@ class WorkflowExecutor:
         estimate = self.costs.estimate(service, requested_usage(request))
         for attempt in range(1, self.retries + 2):
             node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)
-            await self._save(
-                record, {"type": "node", "node_id": node_id, "status": Status.QUEUED.value, "attempt": attempt}
-            )
+            await self._node_event(record, node_id, Status.QUEUED)
             try:
                 async with self.scheduler.admitted(service, record.tenant, estimate, record.priority) as admission:
                     node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
-                    await self._save(
-                        record, {"type": "node", "node_id": node_id, "status": Status.RUNNING.value, "attempt": attempt}
-                    )
+                    await self._node_event(record, node_id, Status.RUNNING)
                     result = await handle.run.remote(request)
                     admission.actual_cost = self.costs.actual(service, used(request, result))
                 return output_of(service, result)
@@ -288,6 +293,22 @@ class WorkflowExecutor:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: retries do not march in step
         raise AssertionError("unreachable")
+
+
+class ExecutorMetrics:
+    """Workflow and node outcomes, through Ray's metrics API."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self.workflows = metrics.Counter("labubu_workflows", "Workflows ended", tag_keys=("kind", "status"))
+        self.nodes = metrics.Counter("labubu_workflow_nodes", "Workflow nodes ended", tag_keys=("service", "status"))
+
+    def workflow_ended(self, record: WorkflowRecord, status: Status) -> None:
+        self.workflows.inc(1, {"kind": str(record.data.get("kind", "workflow")), "status": status.value})
+
+    def node_ended(self, service: str, status: Status) -> None:
+        self.nodes.inc(1, {"service": service, "status": status.value})
 
 
 def executor_actor(store: WorkflowStore, scheduler: Any, config: dict[str, Any]) -> Any:

@@ -111,6 +111,13 @@ class BackendChain:
             for s in self.states
         ]
 
+    def broken(self) -> bool:
+        """Every backend that loaded is cooling down after repeated failures: a replica in this
+        state is better replaced (an engine that crashed stays crashed)."""
+        loaded = [s for s in self.states if s.loaded and not s.disabled]
+        now = self.clock()
+        return bool(loaded) and all(now < s.cooling_until for s in loaded)
+
     def ready(self) -> bool:
         return any(s.loaded and not s.disabled for s in self.states)
 

@@ -80,6 +80,15 @@ class ModalityServer:
             async for chunk in self.chain.stream(request):
                 yield chunk
 
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose every backend keeps failing is replaced.
+
+        Backends that never loaded (weights missing offline) do not fail it: a new replica would
+        not find them either, and `/readyz` already says why.
+        """
+        if self.chain.broken():
+            raise RuntimeError(f"{self.service}: every backend is failing: {self.chain.unavailable_reason()}")
+
     async def status(self) -> dict[str, Any]:
         """Readiness and the backends in failover order, for `/readyz` and `/v1/models`."""
         return {

@@ -37,7 +37,7 @@ class SchedulerActor:
     """Hosts `FairScheduler` on an event loop; see the module docstring.
 
     `config`: `{"services": {name: ServiceLimits fields}, "tenant_defaults": TenantSettings fields,
-    "lease_s": 900, "snapshot_interval_s": 1.0}`. `store`: a `state.store.StateStore`, or None to
+    "lease_s": 30, "snapshot_interval_s": 1.0}`. `store`: a `state.store.StateStore`, or None to
     keep nothing (tests of the policy alone).
     """
 

@@ -16,9 +16,9 @@ from deployments.types import SERVICES
 from scheduler.client import SchedulerClient, scheduler_actor
 from serve_app.deps import body_limit, set_platform
 from serve_app.errors import install_error_handlers
-from serve_app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
-from serve_app.routes import admin, health, openai
+from serve_app.routes import admin, console, health, openai
 from serve_app.routes import workflows as workflow_routes
 from serve_app.settings import Settings
 from state.artifacts import open_artifacts
@@ -36,11 +36,12 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Labubu AI Platform", version="1.0.0", description=DESCRIPTION)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=body_limit)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(admin.router)
     app.include_router(workflow_routes.router)
+    app.include_router(console.router)
     return app
 
 

@@ -1,9 +1,13 @@
-"""ASGI middleware: the body size limit and the request id."""
+"""ASGI middleware: the body size limit and request metrics.
+
+Serve's proxy gives every request an id and returns it as `X-Request-ID` (the client's own, if it
+sent one); Serve's logs carry the same id.
+"""
 
 from __future__ import annotations
 
 import json
-import uuid
+import time
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
@@ -85,27 +89,47 @@ class BodyLimitMiddleware:
                 await self._reject(send, limit)
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (the client's `X-Request-ID`, or a new one) and returns it."""
+class RequestMetricsMiddleware:
+    """Counts requests and times them per route template, method and status (Ray's metrics API,
+    so they appear on Ray's Prometheus endpoint with the rest of the cluster's metrics)."""
 
     def __init__(self, app: ASGIApp) -> None:
+        from ray.util import metrics
+
         self.app = app
+        self.requests = metrics.Counter(
+            "labubu_http_requests", "HTTP requests answered", tag_keys=("route", "method", "status")
+        )
+        self.latency = metrics.Histogram(
+            "labubu_http_request_seconds",
+            "Time to the response's first byte",
+            boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+            tag_keys=("route", "method"),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-        request_id = request_id or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
 
-        async def with_id(message: Message) -> None:
+        async def observed(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+                status = message["status"]
+                tags = {"route": _route(scope), "method": scope["method"]}
+                self.latency.observe(time.perf_counter() - start, tags)
             await send(message)
 
-        await self.app(scope, receive, with_id)
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            self.requests.inc(1, {"route": _route(scope), "method": scope["method"], "status": str(status)})
+
+
+def _route(scope: Scope) -> str:
+    # The route's template (`/v1/workflows/{workflow_id}`), never the raw path: ids would make
+    # one time series per workflow.
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

@@ -71,7 +71,7 @@ class Settings:
                 for service, section in self.services.items()
             },
             "tenant_defaults": self.scheduler.get("tenant_defaults", {}),
-            "lease_s": float(self.scheduler.get("lease_s", 900.0)),
+            "lease_s": float(self.scheduler.get("lease_s", 30.0)),
         }
 
     @property

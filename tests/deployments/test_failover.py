@@ -136,3 +136,18 @@ async def test_all_failing_is_model_unavailable() -> None:
 async def test_stream_fails_over_before_the_first_chunk(llama: LlamaCppBackend) -> None:
     chunks = [c async for c in chain(ScriptedBackend("cloud", "fail"), llama).stream(REQUEST)]
     assert chunks[-1].finish_reason is not None and chunks[-1].completion_tokens
+
+
+async def test_broken_when_every_loaded_backend_cools_down() -> None:
+    clock = Clock()
+    made = chain(ScriptedBackend("a", "crash"), ScriptedBackend("b", loads=False), failure_threshold=1, clock=clock)
+    assert not made.broken()
+    with pytest.raises(ModelUnavailable):
+        await made.run(REQUEST)
+    assert made.broken()  # "b" never loaded and does not count; "a" cools down
+    clock.now += 31
+    assert not made.broken()
+
+
+def test_backends_that_never_loaded_are_not_broken() -> None:
+    assert not chain(ScriptedBackend("a", loads=False)).broken()

@@ -1,0 +1,273 @@
+"""Workflow figures: orchestration overhead, 8 MB passing, and 50 concurrent workflows.
+
+(a) A chain of 10 `llm` nodes and a fan-out/fan-in of 8 run as workflows, against the same model
+    calls made directly through the deployment's handle from this process, in sequence (chain) and
+    in parallel (fan): the overhead per node, median of several runs.
+(b) 8 MB handed from one Ray actor to another through the object store, through the S3 artifact
+    store (moto's server on loopback) and through Redis (the local server), side by side.
+(c) 50 workflows of 5 nodes from 5 tenants at once: how many complete, fail or are lost, and the time.
+
+    .venv/bin/python benchmarks/workflows.py [--runs 5]
+
+Last line: {"overhead_per_node_ms_p50": {"chain": x, "fan": x}, "pass_8mb_ms": {...}, "concurrent": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+import ray  # noqa: E402
+
+from deployments.types import ChatMessage, LLMRequest  # noqa: E402
+
+SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
+PROMPT = "Say OK."
+PARAMS = {"max_tokens": 2, "temperature": 0, "seed": 1}
+EIGHT_MB = 8 * 1024 * 1024
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def node(prompt: str = PROMPT) -> dict[str, Any]:
+    return {"service": "llm", "prompt": prompt, "params": PARAMS}
+
+
+def chain_body(n: int) -> dict[str, Any]:
+    return {
+        "nodes": {f"n{i}": node() for i in range(n)},
+        "edges": [{"from": f"n{i}", "to": f"n{i + 1}", "prompt": PROMPT} for i in range(n - 1)],
+    }
+
+
+def fan_body(width: int) -> dict[str, Any]:
+    nodes = {"source": node(), "sink": node(), **{f"b{i}": node() for i in range(width)}}
+    edges = [{"from": "source", "to": f"b{i}"} for i in range(width)]
+    edges += [{"from": f"b{i}", "to": "sink"} for i in range(width)]
+    return {"nodes": nodes, "edges": edges}
+
+
+def elapsed_s(record: dict[str, Any]) -> float:
+    """From submission to the last node's end, from the workflow's own timestamps."""
+
+    def parse(value: str) -> float:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    end = max(parse(n["finished_at"]) for n in record["nodes"].values())
+    return end - parse(record["created_at"])
+
+
+def run_workflow(client: httpx.Client, body: dict[str, Any], timeout_s: float = 300) -> dict[str, Any]:
+    workflow_id = client.post("/v1/workflows", json=body).raise_for_status().json()["workflow_id"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = client.get(f"/v1/workflows/{workflow_id}").json()
+        if record["status"] in ("completed", "failed", "cancelled"):
+            return dict(record)
+        if time.monotonic() > deadline:
+            raise TimeoutError(workflow_id)
+        time.sleep(0.05)
+
+
+def direct_calls(handle: Any, count: int, parallel: bool) -> float:
+    request = LLMRequest(messages=[ChatMessage("user", PROMPT)], max_tokens=2, temperature=0, seed=1)
+
+    async def go() -> float:
+        start = time.perf_counter()
+        if parallel:
+            await asyncio.gather(*(handle.run.remote(request) for _ in range(count)))
+        else:
+            for _ in range(count):
+                await handle.run.remote(request)
+        return time.perf_counter() - start
+
+    return asyncio.run(go())
+
+
+def overhead(client: httpx.Client, handle: Any, runs: int) -> dict[str, float]:
+    """Per node: (workflow time − direct time of the same calls) / nodes, median over runs."""
+    results: dict[str, list[float]] = {"chain": [], "fan": []}
+    run_workflow(client, chain_body(2))  # warm up
+    for _ in range(runs):
+        chain = elapsed_s(run_workflow(client, chain_body(10)))
+        direct = direct_calls(handle, 10, parallel=False)
+        results["chain"].append((chain - direct) / 10 * 1000)
+        fan = elapsed_s(run_workflow(client, fan_body(8)))
+        # The fan's critical path: source, then 8 in parallel, then sink.
+        direct = direct_calls(handle, 1, False) + direct_calls(handle, 8, True) + direct_calls(handle, 1, False)
+        results["fan"].append((fan - direct) / 10 * 1000)
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+@ray.remote(num_cpus=0)
+class Endpoint:
+    """One end of a hand-over: makes 8 MB or takes it, through each medium."""
+
+    def __init__(self, s3_endpoint: str, bucket: str) -> None:
+        import boto3
+        import redis
+
+        self.s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+        self.bucket = bucket
+        self.redis = redis.Redis.from_url(REDIS_URL)
+
+    def make(self) -> bytes:
+        return os.urandom(EIGHT_MB)
+
+    def take(self, data: bytes) -> int:
+        return len(data)
+
+    def make_s3(self, key: str) -> str:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=os.urandom(EIGHT_MB))
+        return key
+
+    def take_s3(self, key: str) -> int:
+        return len(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def make_redis(self, key: str) -> str:
+        self.redis.set(key, os.urandom(EIGHT_MB))
+        return key
+
+    def take_redis(self, key: str) -> int:
+        size = len(self.redis.get(key) or b"")
+        self.redis.delete(key)
+        return size
+
+
+def pass_8mb(runs: int) -> dict[str, float]:
+    """Median ms for producer → consumer of 8 MB, minus making the bytes (the same in all three)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(env)
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    options = {"runtime_env": {"env_vars": env}}
+    producer = Endpoint.options(**options).remote(endpoint, bucket)
+    consumer = Endpoint.options(**options).remote(endpoint, bucket)
+    times: dict[str, list[float]] = {"object_store": [], "s3": [], "redis": [], "make": []}
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        ray.get(producer.make.remote())
+        make = time.perf_counter() - start
+        start = time.perf_counter()
+        assert ray.get(consumer.take.remote(producer.make.remote())) == EIGHT_MB
+        object_store = time.perf_counter() - start
+        start = time.perf_counter()
+        assert ray.get(consumer.take_s3.remote(producer.make_s3.remote(f"k{i}"))) == EIGHT_MB
+        s3 = time.perf_counter() - start
+        start = time.perf_counter()
+        assert ray.get(consumer.take_redis.remote(producer.make_redis.remote(f"bench:{uuid.uuid4().hex}"))) == EIGHT_MB
+        redis_s = time.perf_counter() - start
+        if i:  # the first round warms connections up
+            for name, value in (("object_store", object_store), ("s3", s3), ("redis", redis_s), ("make", make)):
+                times[name].append(value * 1000)
+    server.stop()
+    make_ms = statistics.median(times.pop("make"))
+    return {name: max(0.0, statistics.median(values) - make_ms) for name, values in times.items()}
+
+
+def concurrent(base: str, count: int = 50, tenants: int = 5, timeout_s: float = 900) -> dict[str, Any]:
+    """`count` five-node workflows from `tenants` tenants, all submitted at once."""
+    from serve_app.auth import issue_token
+
+    body = {
+        "nodes": {"a": node("Name an animal."), "b": node(), "c": node(), "d": node(), "e": node()},
+        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}, {"from": "a", "to": "d"}, {"from": "d", "to": "e"}],
+    }
+    clients = [
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {issue_token(SECRET, tenant=f'tenant-{t}')}"}, timeout=60)
+        for t in range(tenants)
+    ]
+    start = time.monotonic()
+    submitted = []
+    for i in range(count):
+        client = clients[i % tenants]
+        submitted.append((client, client.post("/v1/workflows", json=body).raise_for_status().json()["workflow_id"]))
+    outcome = {"completed": 0, "failed": 0, "cancelled": 0}
+    pending = list(submitted)
+    while pending and time.monotonic() - start < timeout_s:
+        still = []
+        for client, workflow_id in pending:
+            status = client.get(f"/v1/workflows/{workflow_id}").json().get("status")
+            if status in outcome:
+                outcome[status] += 1
+            else:
+                still.append((client, workflow_id))
+        pending = still
+        time.sleep(0.5)
+    seconds = time.monotonic() - start
+    return {
+        "workflows": count,
+        "completed": outcome["completed"],
+        "failed": outcome["failed"] + outcome["cancelled"],
+        "lost": len(pending),
+        "seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--port", type=int, default=8312)
+    args = parser.parse_args()
+
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.auth import issue_token
+
+    os.environ.update(
+        LABUBU_JWT_SECRET=SECRET,
+        LABUBU_DATA_DIR=tempfile.mkdtemp(prefix="labubu-bench-"),
+        LABUBU_IMAGE_BACKENDS="tiny-random",
+    )
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    # Generous tenant limits: the benchmark measures orchestration, not quotas.
+    scheduler = {"tenant_defaults": {"max_concurrency": 64, "rate_per_s": 1000, "burst": 1000}}
+    serve.run(build_app({"scheduler": scheduler}), name="labubu", route_prefix="/")
+    base = f"http://127.0.0.1:{args.port}"
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {issue_token(SECRET, tenant='bench')}"}, timeout=120)
+    while client.get("/readyz").status_code != 200:
+        time.sleep(0.5)
+    handle = serve.get_deployment_handle("llm", app_name="labubu")
+
+    per_node = overhead(client, handle, args.runs)
+    passing = pass_8mb(args.runs)
+    load = concurrent(base)
+
+    print(f"{'orchestration overhead per node (median)':<44} chain {per_node['chain']:7.1f} ms   fan {per_node['fan']:7.1f} ms")
+    print(f"{'8 MB between two nodes (median)':<44} object store {passing['object_store']:6.1f} ms   "
+          f"S3 {passing['s3']:6.1f} ms   Redis {passing['redis']:6.1f} ms")
+    print(f"{'50 concurrent 5-node workflows, 5 tenants':<44} completed {load['completed']}  failed {load['failed']}  "
+          f"lost {load['lost']}  in {load['seconds']} s")
+    print(json.dumps({
+        "overhead_per_node_ms_p50": {k: round(v, 2) for k, v in per_node.items()},
+        "pass_8mb_ms": {k: round(v, 2) for k, v in passing.items()},
+        "concurrent": load,
+    }))
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
