@@ -81,5 +81,11 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     `serve_config.yaml` names this builder; its `args` are the settings' app args (see README).
     """
     settings = Settings.load(args)
-    handles = {service: modality_deployment(service).bind(service, settings.services[service]) for service in SERVICES}
-    return Ingress.bind(settings.to_dict(), **handles)
+    options = settings.deployment_options
+    handles = {
+        service: modality_deployment(service)
+        .options(**options.get(service, {}))
+        .bind(service, settings.services[service])
+        for service in SERVICES
+    }
+    return Ingress.options(**options.get("ingress", {})).bind(settings.to_dict(), **handles)

@@ -49,6 +49,22 @@ def ray_cluster() -> Iterator[None]:
     ray.shutdown()  # serve.shutdown() first would only add seconds
 
 
+# `tts` autoscales quickly, so that a test can watch a backlog add a replica and take it away again.
+TEST_DEPLOYMENT_OPTIONS = {
+    "tts": {
+        "autoscaling_config": {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 4,
+            "metrics_interval_s": 0.5,
+            "look_back_period_s": 2,
+        }
+    }
+}
+
+
 def deploy_platform(data_dir: Path, args: dict | None = None, **env: str) -> str:  # type: ignore[type-arg]
     """Deploy the whole application on the session's cluster and wait until it is ready; its URL."""
     from ray import serve
@@ -66,7 +82,9 @@ def deploy_platform(data_dir: Path, args: dict | None = None, **env: str) -> str
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args or {}), name="labubu", route_prefix="/")
+    serve.run(
+        build_app({"deployment_options": TEST_DEPLOYMENT_OPTIONS, **(args or {})}), name="labubu", route_prefix="/"
+    )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url)
     return url

@@ -62,7 +62,7 @@ function tenantRow(record) {
       h("span", { class: "swatch", style: `background:${colour(record.tenant)}` }),
       h("code", {}, record.tenant),
     ),
-    ...inputs.map((input) => h("td", {}, input)),
+    ...inputs.map((input, i) => h("td", { dataset: { label: SETTINGS[i][1] } }, input)),
     h("td", {}, save, " ", note),
   );
   save.addEventListener("click", () => {
@@ -169,8 +169,7 @@ function niceMax(value) {
   return [1, 2, 5, 10].map((m) => m * power).find((m) => m >= value);
 }
 
-function lineChart(title, lines, service, kind) {
-  const width = 400;
+function lineChart(title, lines, service, kind, width) {
   const height = 140;
   const left = 40;
   const right = 8;
@@ -182,7 +181,7 @@ function lineChart(title, lines, service, kind) {
   const max = niceMax(Math.max(0, ...[...lines.values()].flat().map(([, v]) => v)));
   const x = (t) => left + ((t - (now - span)) / span) * (width - left - right);
   const y = (v) => top + (1 - v / max) * (height - top - bottom);
-  const format = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, ""));
+  const format = (v) => String(Number(v.toPrecision(3)));
   const svg = s("svg", {
     class: "chart",
     viewBox: `0 0 ${width} ${height}`,
@@ -222,6 +221,9 @@ function shares(service) {
 
 function drawCharts() {
   const latest = samples.at(-1).services;
+  // Drawn at the width the cards have, so that the text keeps its size on any screen.
+  const card = $("#charts .chart-card:not(.idle)");
+  const width = Math.max(280, Math.min(720, card ? card.clientWidth - 24 : 400));
   const cards = Object.entries(latest).map(([service, state]) => {
     const { cost, queued } = series(service);
     const head = h(
@@ -241,8 +243,8 @@ function drawCharts() {
       "div",
       { class: "chart-card", dataset: { service } },
       head,
-      lineChart("granted cost / s", cost, service, "cost"),
-      lineChart("queued requests", queued, service, "queued"),
+      lineChart("granted cost / s", cost, service, "cost", width),
+      lineChart("queued requests", queued, service, "queued", width),
       h("p", { class: "muted share" }, `share of the granted cost: ${shares(service)}`),
     );
   });
@@ -261,4 +263,5 @@ function drawCharts() {
 
 export function initAdmin() {
   $("#tenant-add").addEventListener("submit", addTenant);
+  window.addEventListener("resize", () => poller && samples.length && drawCharts());
 }

@@ -90,13 +90,19 @@ const state = {
 
 // ---------------------------------------------------------------- remembered specs
 
-/** Keep a submitted workflow's graph: the API does not return edges, so the watch view needs it. */
+/** Keep a submitted workflow: the API does not return its edges, which the watch view draws. */
 function rememberSpec(workflowId, spec) {
   const specs = JSON.parse(sessionStorage.getItem(SPECS_KEY) || "{}");
-  specs[workflowId] = { name: spec.name, nodes: spec.nodes, edges: spec.edges || [] };
+  // Inline media is left out: session storage is small, and uploads are kept by reference.
+  const inputs = Object.fromEntries(Object.entries(spec.inputs || {}).filter(([, input]) => !input.data_b64));
+  specs[workflowId] = { ...spec, edges: spec.edges || [], inputs };
   const ids = Object.keys(specs);
   ids.slice(0, Math.max(0, ids.length - REMEMBERED_SPECS)).forEach((id) => delete specs[id]);
-  sessionStorage.setItem(SPECS_KEY, JSON.stringify(specs));
+  try {
+    sessionStorage.setItem(SPECS_KEY, JSON.stringify(specs));
+  } catch {
+    // storage full: the watch view then draws the nodes without their edges
+  }
 }
 
 export function recallSpec(workflowId) {

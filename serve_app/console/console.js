@@ -6,7 +6,7 @@ import { api, session, tokenClaims } from "./api.js";
 import { initBuilder } from "./builder.js";
 import { initHistory, showHistory } from "./history.js";
 import { $, clearError, formatTime, showError } from "./ui.js";
-import { showWatch, stopWatch } from "./watch.js";
+import { initWatch, showWatch, stopWatch } from "./watch.js";
 
 const VIEWS = ["signin", "build", "watch", "history", "admin"];
 let identity = null; // {tenant, role, sub, expires} once signed in
@@ -90,6 +90,7 @@ function route() {
 function init() {
   initBuilder();
   initHistory();
+  initWatch();
   initAdmin();
   $("#signin-form").addEventListener("submit", (event) => {
     event.preventDefault();

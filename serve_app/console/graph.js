@@ -7,6 +7,8 @@ const NODE_H = 58;
 const GAP_X = 70;
 const GAP_Y = 28;
 const PAD = 32; // room for the curves of backward edges, which swing out beside their nodes
+// A wide graph on a narrow screen shrinks down to this scale, then scrolls sideways instead.
+const MIN_SCALE = 0.6;
 
 function s(tag, attrs = {}, ...children) {
   const element = document.createElementNS(NS, tag);
@@ -24,10 +26,10 @@ const clip = (text, length) => (text.length > length ? `${text.slice(0, length -
  * back edges of a depth-first search) are left out of the layering, so a hand-drawn cycle still
  * draws, and the API names it when the workflow is submitted.
  */
-export function layout(ids, edges) {
+export function layout(ids, edges, room = Infinity) {
   const known = new Set(ids);
   const usable = edges.filter((e) => known.has(e.from) && known.has(e.to) && e.from !== e.to);
-  if (!usable.length) return grid(ids, edges.length > 0);
+  if (!usable.length) return grid(ids, edges.length > 0, room);
   const children = new Map(ids.map((id) => [id, []]));
   usable.forEach((e) => children.get(e.from).push(e));
 
@@ -88,9 +90,10 @@ export function layout(ids, edges) {
   return { positions, width, height };
 }
 
-/** Nodes that nothing connects (yet, or whose edges are unknown): rows of four, in reading order. */
-function grid(ids, selfLoops) {
-  const across = Math.max(1, Math.min(ids.length, 4));
+/** Nodes that nothing connects (yet, or whose edges are unknown): rows of up to four, as many as fit in `room`. */
+function grid(ids, selfLoops, room) {
+  const fit = Math.floor((room / MIN_SCALE - 2 * PAD + GAP_X) / (NODE_W + GAP_X));
+  const across = Math.max(1, Math.min(ids.length, 4, fit));
   const positions = new Map();
   ids.forEach((id, i) => {
     positions.set(id, { x: PAD + (i % across) * (NODE_W + GAP_X), y: PAD + Math.floor(i / across) * (NODE_H + GAP_Y) });
@@ -139,11 +142,12 @@ function pointIn(svg, event) {
 export function drawGraph(svg, graph, options = {}) {
   const { selected = {}, bad = { nodes: new Set(), edges: new Set() } } = options;
   const ids = graph.nodes.map((n) => n.id);
-  const { positions, width, height } = layout(ids, graph.edges);
+  const { positions, width, height } = layout(ids, graph.edges, svg.parentElement?.clientWidth || Infinity);
   const marker = `arrow-${svg.id}`;
   svg.replaceChildren();
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("width", width);
+  svg.style.minWidth = `${Math.round(width * MIN_SCALE)}px`;
   // One arrowhead per look of an edge: a marker does not take the colour of its line.
   const arrow = (id, look) =>
     s(
@@ -153,7 +157,9 @@ export function drawGraph(svg, graph, options = {}) {
     );
   svg.append(s("defs", {}, arrow(marker, ""), arrow(`${marker}-selected`, "selected"), arrow(`${marker}-bad`, "bad")));
   if (!ids.length) {
-    svg.append(s("text", { x: PAD, y: PAD + 20, class: "empty" }, "No nodes yet: pick a template or add a node."));
+    svg.setAttribute("viewBox", "0 0 360 80");
+    svg.setAttribute("width", 360);
+    svg.append(s("text", { x: PAD, y: 46, class: "empty" }, "No nodes yet: pick a template or add one."));
     return;
   }
 

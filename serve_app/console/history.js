@@ -42,9 +42,9 @@ function render(page) {
       h("td", {}, h("a", { href: `#/watch/${filters.kind}/${encodeURIComponent(id)}` }, h("code", {}, id))),
       h("td", {}, tasks ? item.service : item.name || h("span", { class: "muted" }, "(unnamed)")),
       h("td", {}, statusBadge(item.status), tasks && item.error ? h("div", { class: "error-cell" }, item.error) : null),
-      tasks ? h("td", { class: "num" }, String(item.attempts)) : null,
-      h("td", {}, formatTime(item.created_at)),
-      h("td", {}, formatTime(item.updated_at)),
+      tasks ? h("td", { class: "num", dataset: { label: "attempts" } }, String(item.attempts)) : null,
+      h("td", { dataset: { label: "created" } }, formatTime(item.created_at)),
+      h("td", { dataset: { label: "updated" } }, formatTime(item.updated_at)),
       h("td", { class: "actions" }, actions(id, item.status)),
     );
   });

@@ -42,16 +42,16 @@ export function stopWatch() {
   current = null;
 }
 
+function message(text) {
+  $("#watch").hidden = true;
+  $("#watch-message").hidden = false;
+  $("#watch-message").textContent = text;
+}
+
 /** Show the workflow (`kind` "workflows") or task (`kind` "tasks") `id`, and follow its events. */
 export async function showWatch(kind, id) {
   stopWatch();
-  const body = $("#watch-body");
-  if (!id) {
-    body.replaceChildren(
-      h("p", { class: "muted panel" }, "Submit a workflow from Build, or open one from History or by its id."),
-    );
-    return;
-  }
+  if (!id) return message("Submit a workflow from Build, or open one from History or by its id.");
   const w = {
     kind,
     id,
@@ -67,123 +67,23 @@ export async function showWatch(kind, id) {
     outputs: new Map(), // node id → {bytes, url, element}
   };
   current = w;
-  body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  message("Loading…");
   const loaded = await act(null, async () => normalise(kind, await api(w.base)));
   if (current !== w) return;
-  if (!loaded) {
-    body.replaceChildren(h("p", { class: "muted panel" }, `Could not open ${kind.slice(0, -1)} ${id}.`));
-    return;
-  }
+  if (!loaded) return message(`Could not open ${kind.slice(0, -1)} ${id}.`);
   w.view = loaded;
-  body.replaceChildren(skeleton(w));
+  $("#watch-kind").textContent = kind === "workflows" ? "workflow" : "task";
+  $("#watch-id").textContent = id;
+  $("#watch-edit").hidden = !w.spec;
+  $("#watch-no-edges").hidden = kind !== "workflows" || Boolean(w.spec);
+  $("#watch-results").replaceChildren(h("p", { class: "muted placeholder" }, "Nothing yet."));
+  $("#watch-events").replaceChildren();
+  $("#watch-events-title").textContent = "Events";
+  $("#watch-stream").textContent = "";
+  $("#watch-message").hidden = true;
+  $("#watch").hidden = false;
   render(w);
   follow(w);
-}
-
-function skeleton(w) {
-  const what = w.kind === "workflows" ? "workflow" : "task";
-  return h(
-    "div",
-    { class: "watch" },
-    h(
-      "div",
-      { class: "watch-head panel" },
-      h(
-        "div",
-        {},
-        h("h2", { id: "watch-title" }),
-        h("div", { class: "muted" }, `${what} `, h("code", {}, w.id), " · ", h("span", { id: "watch-times" })),
-      ),
-      h(
-        "div",
-        { class: "watch-state" },
-        h("span", { id: "watch-status" }),
-        h("span", { id: "watch-stream", class: "stream" }),
-      ),
-      h(
-        "div",
-        { class: "buttons" },
-        h(
-          "button",
-          { type: "button", id: "watch-cancel", onclick: (e) => action(w, e.currentTarget, "cancel") },
-          "Cancel",
-        ),
-        h(
-          "button",
-          { type: "button", id: "watch-retry", onclick: (e) => action(w, e.currentTarget, "retry") },
-          "Retry",
-        ),
-        h(
-          "button",
-          { type: "button", id: "watch-delete", class: "danger", onclick: (e) => remove(w, e.currentTarget) },
-          "Delete",
-        ),
-        w.spec
-          ? h(
-              "button",
-              { type: "button", onclick: () => ((location.hash = "#/build"), loadSpec(w.spec)) },
-              "Edit a copy",
-            )
-          : null,
-      ),
-    ),
-    h(
-      "div",
-      { class: "panel" },
-      h("div", { class: "graph-scroll" }, svgElement()),
-      w.kind === "workflows" && !w.spec
-        ? h(
-            "p",
-            { class: "muted" },
-            "Edges are not shown: the API returns a workflow's nodes, not its edges; those submitted from this browser tab show them.",
-          )
-        : null,
-    ),
-    h(
-      "div",
-      { class: "panel" },
-      h("h3", {}, "Nodes"),
-      h(
-        "div",
-        { class: "table-scroll" },
-        h(
-          "table",
-          { class: "nodes" },
-          h(
-            "thead",
-            {},
-            h(
-              "tr",
-              {},
-              ["Node", "Service", "Status", "Attempts", "Started", "Finished", "Took", "Error"].map((t) =>
-                h("th", {}, t),
-              ),
-            ),
-          ),
-          h("tbody", { id: "watch-nodes" }),
-        ),
-      ),
-    ),
-    h(
-      "div",
-      { class: "panel" },
-      h("h3", {}, "Results"),
-      h("div", { class: "results", id: "watch-results" }, h("p", { class: "muted placeholder" }, "Nothing yet.")),
-    ),
-    h(
-      "details",
-      { class: "panel events" },
-      h("summary", { id: "watch-events-title" }, "Events"),
-      h("ol", { id: "watch-events" }),
-    ),
-  );
-}
-
-function svgElement() {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.id = "watch-graph";
-  svg.setAttribute("class", "graph");
-  return svg;
 }
 
 function render(w) {
@@ -210,10 +110,10 @@ function render(w) {
         h("td", {}, h("code", {}, id)),
         h("td", {}, n.service),
         h("td", {}, statusBadge(n.status)),
-        h("td", { class: "num" }, String(n.attempts ?? "")),
-        h("td", {}, formatTime(n.started_at)),
-        h("td", {}, formatTime(n.finished_at)),
-        h("td", { class: "num" }, formatDuration(n.started_at, n.finished_at)),
+        h("td", { class: "num", dataset: { label: "attempts" } }, String(n.attempts ?? "")),
+        h("td", { dataset: { label: "started" } }, formatTime(n.started_at)),
+        h("td", { dataset: { label: "finished" } }, formatTime(n.finished_at)),
+        h("td", { class: "num", dataset: { label: "took" } }, formatDuration(n.started_at, n.finished_at)),
         h("td", { class: "error-cell" }, n.error || ""),
       );
     }),
@@ -243,8 +143,10 @@ async function renderResults(w, order) {
       ),
       h("p", { class: "muted" }, "Loading…"),
     );
-    if (known) known.element.replaceWith(card);
-    else box.append(card);
+    if (known) {
+      URL.revokeObjectURL(known.url);
+      known.element.replaceWith(card);
+    } else box.append(card);
     w.outputs.set(nodeId, { bytes: output.bytes, url: "", element: card });
     try {
       const blob = await apiBlob(outputUrl(w, nodeId));
@@ -350,19 +252,20 @@ async function follow(w) {
 
 // ---------------------------------------------------------------- actions
 
-async function action(w, button, verb) {
+async function action(button, verb) {
+  const w = current;
   clearError();
-  await act(button, async () => {
-    w.view = normalise(w.kind, await api(`${w.base}/${verb}`, { method: "POST" }));
-    render(w);
-    if (verb === "retry") {
-      w.lastFinal = false;
-      follow(w); // the log goes on after the last event seen
-    }
-  });
+  const body = await act(button, () => api(`${w.base}/${verb}`, { method: "POST" }));
+  if (!body || current !== w) return;
+  w.view = normalise(w.kind, body);
+  render(w); // after `act`, which enables the button again: the new status decides
+  if (verb === "retry") {
+    w.lastFinal = false;
+    follow(w); // the log goes on after the last event seen
+  }
 }
 
-async function remove(w, button) {
+async function remove(button) {
   // Two clicks: the first asks, the second deletes.
   if (!button.classList.contains("confirm")) {
     button.classList.add("confirm");
@@ -373,10 +276,22 @@ async function remove(w, button) {
     }, 4000);
     return;
   }
+  const w = current;
   clearError();
   await act(button, async () => {
     await api(w.base, { method: "DELETE" });
     stopWatch();
     location.hash = "#/history";
+  });
+}
+
+export function initWatch() {
+  $("#watch-cancel").addEventListener("click", (event) => action(event.currentTarget, "cancel"));
+  $("#watch-retry").addEventListener("click", (event) => action(event.currentTarget, "retry"));
+  $("#watch-delete").addEventListener("click", (event) => remove(event.currentTarget));
+  $("#watch-edit").addEventListener("click", () => {
+    const spec = current.spec;
+    location.hash = "#/build";
+    loadSpec(spec);
   });
 }

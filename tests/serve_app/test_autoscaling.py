@@ -1,0 +1,50 @@
+"""A backlog queued in the scheduler still scales its deployment: `tts` goes from 1 replica to 2
+under a burst of tasks, and back to 1 when it has drained (see serve_app/capacity.py)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from ray import serve
+
+from tests.conftest import make_token
+
+pytestmark = pytest.mark.ray
+
+
+def running_replicas(service: str) -> int:
+    return int(serve.status().applications["labubu"].deployments[service].replica_states.get("RUNNING", 0))
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def test_backlog_scales_tts_up_and_back_down(platform_url: str) -> None:
+    wait_for(lambda: running_replicas("tts") == 1, 60, "tts to settle at one replica")
+    headers = {"Authorization": f"Bearer {make_token(tenant='scaler')}"}
+    text = "This sentence is long enough to keep the speech model busy for a little while. " * 8
+    with httpx.Client(base_url=platform_url, headers=headers, timeout=60) as client:
+        tasks = [client.post("/v1/tasks", json={"service": "tts", "prompt": text}).json()["task_id"] for _ in range(24)]
+        peak = 1
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            peak = max(peak, running_replicas("tts"))
+            if peak >= 2:
+                break
+            statuses = [client.get(f"/v1/tasks/{task}").json()["status"] for task in tasks]
+            if all(status == "completed" for status in statuses):
+                break
+            time.sleep(0.5)
+        assert peak >= 2, "the backlog did not add a replica"
+        wait_for(
+            lambda: all(client.get(f"/v1/tasks/{task}").json()["status"] == "completed" for task in tasks),
+            300,
+            "the tasks to complete",
+        )
+    wait_for(lambda: running_replicas("tts") == 1, 90, "tts to scale back to one replica")
