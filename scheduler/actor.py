@@ -162,13 +162,17 @@ class SchedulerActor:
 
     async def release(self, ticket: int, actual_cost: float | None = None) -> bool:
         """End a grant, charging `actual_cost`; False if it was already released (e.g. its lease expired)."""
+        released = self._release(ticket, actual_cost)
+        self._dispatch(time.monotonic())
+        return released
+
+    def _release(self, ticket: int, actual_cost: float | None) -> bool:
         if self.leases.pop(ticket, None) is None:
             return False
         try:
             self.policy.release(ticket, actual_cost)
         except UnknownTicket:
             return False
-        self._dispatch(time.monotonic())
         return True
 
     async def renew(self, ticket: int) -> bool:
@@ -180,9 +184,8 @@ class SchedulerActor:
 
     async def release_many(self, releases: list[tuple[int, float | None]]) -> int:
         """Release several grants in one call (a client batching its releases)."""
-        released = 0
-        for ticket, cost in releases:
-            released += await self.release(ticket, cost)
+        released = sum(self._release(ticket, cost) for ticket, cost in releases)
+        self._dispatch(time.monotonic())
         return released
 
     async def set_tenant(self, tenant: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class SchedulerClient:
     def __init__(self, actor: Any, renew_every_s: float = 10.0) -> None:
         self.actor = actor
         self.renew_every_s = renew_every_s  # well inside the actor's lease (30 s by default)
+        self._releases: list[tuple[int, float | None]] = []
 
     async def grant(self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True) -> int:
         ref = self.actor.grant.remote(service, tenant, cost, priority, wait)
@@ -77,8 +78,18 @@ class SchedulerClient:
             raise error from None
 
     def release(self, ticket: int, actual_cost: float | None) -> None:
-        # Fire and forget: the caller's answer does not wait for the bookkeeping.
-        self.actor.release.remote(ticket, actual_cost)
+        """Fire and forget: the caller's answer does not wait for the bookkeeping.
+
+        Releases made in the same turn of the event loop go to the actor in one call (under load,
+        many do). A callback, not a task: it still runs while a closing loop cancels its tasks.
+        """
+        if not self._releases:
+            asyncio.get_running_loop().call_soon(self._flush_releases)
+        self._releases.append((ticket, actual_cost))
+
+    def _flush_releases(self) -> None:
+        batch, self._releases = self._releases, []
+        self.actor.release_many.remote(batch)
 
     @asynccontextmanager
     async def admitted(
