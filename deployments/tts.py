@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deployments.google_cloud import call_google, google_client
 from deployments.media import wav_bytes, wav_info
-from deployments.stt import call_google, google_client
 from deployments.types import (
     BackendFailure,
     InvalidInput,

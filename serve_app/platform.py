@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
@@ -19,7 +20,7 @@ from fastapi import Request
 from dag.metering import requested_usage, used
 from dag.records import WorkflowStore
 from deployments.types import SERVICES, LLMChunk
-from scheduler.client import SchedulerClient
+from scheduler.client import Admission, SchedulerClient
 from scheduler.costs import CostModels, Usage
 from serve_app.auth import Principal, TokenVerifier
 from serve_app.capacity import follow_capacity
@@ -139,8 +140,9 @@ class Platform:
     def estimate(self, service: str, request: Any) -> float:
         return self.costs.estimate(service, requested_usage(request))
 
-    async def call(self, service: str, request: Any, principal: Principal) -> Any:
-        """One interactive model call, admitted by the scheduler; errors become HTTP errors.
+    @asynccontextmanager
+    async def admitted(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Admission]:
+        """An interactive call's grant, with every error inside turned into its HTTP error.
 
         Interactive calls do not wait on their tenant's quota: over it, they get 429 at once.
         """
@@ -148,9 +150,7 @@ class Platform:
             async with self.scheduler.admitted(
                 service, principal.tenant, self.estimate(service, request), wait=False
             ) as admission:
-                result = await self.handles[service].run.remote(request)
-                admission.actual_cost = self.costs.actual(service, used(request, result))
-                return result
+                yield admission
         except ApiError:
             raise
         except Exception as exc:
@@ -159,22 +159,18 @@ class Platform:
                 raise
             raise api_error from exc
 
+    async def call(self, service: str, request: Any, principal: Principal) -> Any:
+        """One interactive model call, charged what it used."""
+        async with self.admitted(service, request, principal) as admission:
+            result = await self.handles[service].run.remote(request)
+            admission.actual_cost = self.costs.actual(service, used(request, result))
+            return result
+
     async def stream(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Any]:
         """A streamed interactive call; the grant is held until the stream ends."""
-        try:
-            async with self.scheduler.admitted(
-                service, principal.tenant, self.estimate(service, request), wait=False
-            ) as admission:
-                generator = self.handles[service].options(stream=True).stream.remote(request)
-                async for chunk in generator:
-                    if isinstance(chunk, LLMChunk) and chunk.finish_reason is not None:
-                        usage = Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
-                        admission.actual_cost = self.costs.actual(service, usage)
-                    yield chunk
-        except ApiError:
-            raise
-        except Exception as exc:
-            api_error = api_error_of(exc)
-            if api_error is None:
-                raise
-            raise api_error from exc
+        async with self.admitted(service, request, principal) as admission:
+            async for chunk in self.handles[service].options(stream=True).stream.remote(request):
+                if isinstance(chunk, LLMChunk) and chunk.finish_reason is not None:
+                    usage = Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
+                    admission.actual_cost = self.costs.actual(service, usage)
+                yield chunk

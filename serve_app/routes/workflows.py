@@ -103,6 +103,13 @@ async def output_response(platform: Platform, record: WorkflowRecord, node_id: s
     return Response(content=output.data, media_type=output.content_type)
 
 
+async def act(platform: Platform, principal: Principal, workflow_id: str, kind: str, method: str) -> WorkflowRecord:
+    """Cancel, retry or delete through the executor (409 when the state forbids it); the record after."""
+    record = await load(platform, principal, workflow_id, kind)
+    await platform.executor_call(method, record.key)
+    return record if method == "delete" else await load(platform, principal, workflow_id, kind)
+
+
 def page(records: list[WorkflowRecord], status: str | None, limit: int, offset: int, view: Any) -> dict[str, Any]:
     chosen = [r for r in records if status is None or r.data["status"] == status]
     return {"items": [view(r) for r in chosen[offset : offset + limit]], "total": len(chosen)}
@@ -169,26 +176,23 @@ async def workflow_output(
 async def cancel_workflow(
     workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> JSONResponse:
-    record = await load(platform, principal, workflow_id, "workflow")
-    await platform.executor_call("cancel", record.key)
-    return JSONResponse((await load(platform, principal, workflow_id, "workflow")).public(), status_code=202)
+    record = await act(platform, principal, workflow_id, "workflow", "cancel")
+    return JSONResponse(record.public(), status_code=202)
 
 
 @router.post("/workflows/{workflow_id}/retry", status_code=202, summary="Run a failed or cancelled workflow again")
 async def retry_workflow(
     workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> JSONResponse:
-    record = await load(platform, principal, workflow_id, "workflow")
-    await platform.executor_call("retry", record.key)
-    return JSONResponse((await load(platform, principal, workflow_id, "workflow")).public(), status_code=202)
+    record = await act(platform, principal, workflow_id, "workflow", "retry")
+    return JSONResponse(record.public(), status_code=202)
 
 
 @router.delete("/workflows/{workflow_id}", status_code=204, summary="Delete a workflow, its events and outputs")
 async def delete_workflow(
     workflow_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> Response:
-    record = await load(platform, principal, workflow_id, "workflow")
-    await platform.executor_call("delete", record.key)
+    await act(platform, principal, workflow_id, "workflow", "delete")
     return Response(status_code=204)
 
 
@@ -254,26 +258,23 @@ async def task_events(
 async def cancel_task(
     task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> JSONResponse:
-    record = await load(platform, principal, task_id, "task")
-    await platform.executor_call("cancel", record.key)
-    return JSONResponse((await load(platform, principal, task_id, "task")).public_task(), status_code=202)
+    record = await act(platform, principal, task_id, "task", "cancel")
+    return JSONResponse(record.public_task(), status_code=202)
 
 
 @router.post("/tasks/{task_id}/retry", status_code=202, summary="Run a failed or cancelled task again")
 async def retry_task(
     task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> JSONResponse:
-    record = await load(platform, principal, task_id, "task")
-    await platform.executor_call("retry", record.key)
-    return JSONResponse((await load(platform, principal, task_id, "task")).public_task(), status_code=202)
+    record = await act(platform, principal, task_id, "task", "retry")
+    return JSONResponse(record.public_task(), status_code=202)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, summary="Delete a task")
 async def delete_task(
     task_id: IdPath, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> Response:
-    record = await load(platform, principal, task_id, "task")
-    await platform.executor_call("delete", record.key)
+    await act(platform, principal, task_id, "task", "delete")
     return Response(status_code=204)
 
 
