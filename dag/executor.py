@@ -15,6 +15,7 @@ store and not run again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from typing import Any
@@ -89,6 +90,7 @@ class WorkflowExecutor:
         self.resumed = False
         self._self: Any = None
         self.metrics = ExecutorMetrics()
+        use_json_lines(log)
 
     # -------------------------------------------------------------- entry points
 
@@ -218,6 +220,7 @@ class WorkflowExecutor:
         record.data["status"] = final.value
         await self._save(record, {"type": "workflow", "status": final.value})
         self.metrics.workflow_ended(record, final)
+        log.info("workflow %s", final.value, extra={"tenant": record.tenant, "workflow_id": record.workflow_id})
 
     async def _save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
         """Persist the document (and an event) in order: one writer per workflow at a time."""
@@ -231,6 +234,17 @@ class WorkflowExecutor:
         node = record.node(node_id)
         event = {"type": "node", "node_id": node_id, "status": status.value, "attempt": node["attempts"]}
         await self._save(record, event)
+        log.info(
+            "node %s",
+            status.value,
+            extra={
+                "tenant": record.tenant,
+                "workflow_id": record.workflow_id,
+                "node_id": node_id,
+                "service": node["service"],
+                "attempt": node["attempts"],
+            },
+        )
 
     # -------------------------------------------------------------- one node
 
@@ -293,6 +307,33 @@ class WorkflowExecutor:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: retries do not march in step
         raise AssertionError("unreachable")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line, with the record's extra fields (tenant, workflow_id, node_id, ...)."""
+
+    STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in record.__dict__.items() if k not in self.STANDARD})
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def use_json_lines(logger: logging.Logger) -> None:
+    """The executor's logs as JSON lines, like the Serve deployments' (an actor has no Serve config)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 class ExecutorMetrics:

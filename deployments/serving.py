@@ -125,4 +125,5 @@ def modality_deployment(service: str):  # -> serve.Deployment
         ray_actor_options={"num_cpus": 0.2},
         health_check_period_s=10,
         graceful_shutdown_timeout_s=30,
+        logging_config={"encoding": "JSON"},
     )

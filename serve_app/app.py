@@ -53,6 +53,8 @@ app = create_app()
     max_ongoing_requests=200,
     ray_actor_options={"num_cpus": 0.1},
     graceful_shutdown_timeout_s=30,
+    # JSON lines; Serve adds the request id, route and replica, our lines add tenant and service.
+    logging_config={"encoding": "JSON"},
 )
 @serve.ingress(app)
 class Ingress:

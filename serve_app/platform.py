@@ -146,11 +146,14 @@ class Platform:
 
         Interactive calls do not wait on their tenant's quota: over it, they get 429 at once.
         """
+        estimate = self.estimate(service, request)
         try:
-            async with self.scheduler.admitted(
-                service, principal.tenant, self.estimate(service, request), wait=False
-            ) as admission:
+            async with self.scheduler.admitted(service, principal.tenant, estimate, wait=False) as admission:
                 yield admission
+                log.info(
+                    "model call",
+                    extra={"tenant": principal.tenant, "service": service, "cost": admission.actual_cost},
+                )
         except ApiError:
             raise
         except Exception as exc:
