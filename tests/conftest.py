@@ -33,6 +33,9 @@ def make_token(tenant: str = "acme", sub: str = "alice", role: str = "user", ttl
     return issue_token(TEST_JWT_SECRET, tenant=tenant, sub=sub, role=role, ttl_s=ttl_s)
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """One local Ray cluster for the whole run (RAY_NOTES.md: start-up costs seconds)."""
@@ -43,6 +46,7 @@ def ray_cluster() -> Iterator[None]:
         num_cpus=4,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
+        _metrics_export_port=METRICS_PORT,  # Ray's Prometheus endpoint, scraped by the metrics test
         log_to_driver=False,
     )
     yield

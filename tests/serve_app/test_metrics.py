@@ -1,0 +1,45 @@
+"""Application metrics land on Ray's Prometheus endpoint: HTTP requests, scheduler grants and
+queues, workflow and node outcomes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import METRICS_PORT, make_token
+
+pytestmark = pytest.mark.ray
+
+EXPECTED = [
+    "ray_labubu_http_requests_total{",
+    "ray_labubu_http_request_seconds_bucket{",
+    "ray_labubu_scheduler_grants_total{",
+    "ray_labubu_scheduler_granted_cost_total{",
+    "ray_labubu_scheduler_wait_seconds_bucket{",
+    "ray_labubu_scheduler_queued{",
+    "ray_labubu_workflows_total{",
+    "ray_labubu_workflow_nodes_total{",
+]
+
+
+def test_metrics_are_scraped_after_a_few_requests(platform_url: str) -> None:
+    headers = {"Authorization": f"Bearer {make_token(tenant='metered')}"}
+    with httpx.Client(base_url=platform_url, headers=headers, timeout=120) as client:
+        assert client.post("/v1/audio/speech", json={"model": "tts", "input": "Counted."}).status_code == 200
+        workflow = client.post("/v1/workflows", json={"nodes": {"a": {"service": "tts", "prompt": "Hi."}}}).json()
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/workflows/{workflow['workflow_id']}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    missing = EXPECTED
+    while missing:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        missing = [name for name in EXPECTED if name not in text]
+        assert time.monotonic() < deadline, f"not on the metrics endpoint: {missing}"
+        time.sleep(1)
+    route = 'route="/v1/audio/speech"'
+    assert any(route in line and 'status="200"' in line for line in text.splitlines() if "http_requests_total" in line)
+    assert any('tenant="metered"' in line for line in text.splitlines() if "scheduler_grants_total" in line)
