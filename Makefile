@@ -27,8 +27,8 @@ test: install
 	$(VENV)/bin/pytest
 
 lint: install
-	$(VENV)/bin/ruff check serve_app deployments scheduler dag tests benchmarks
-	$(VENV)/bin/mypy serve_app deployments scheduler dag
+	$(VENV)/bin/ruff check serve_app deployments scheduler dag state tests benchmarks scripts kuberay
+	$(VENV)/bin/mypy serve_app deployments scheduler dag state
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -41,3 +41,13 @@ VLLM_VENV ?= .venv-vllm
 test-vllm:
 	VLLM_VENV=$(VLLM_VENV) scripts/prepare_vllm_cpu.sh
 	$(VLLM_VENV)/bin/pytest tests/vllm
+
+.PHONY: kuberay test-multinode
+
+# The KubeRay manifests embed the Serve configs (kuberay/README.md): run after changing either.
+kuberay: install
+	$(PY) kuberay/generate.py
+
+# The multi-node proof: two Ray nodes on this machine, a workflow through both (about 2-3 minutes).
+test-multinode: install
+	$(PY) scripts/multinode.py

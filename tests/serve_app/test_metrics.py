@@ -43,3 +43,17 @@ def test_metrics_are_scraped_after_a_few_requests(platform_url: str) -> None:
     route = 'route="/v1/audio/speech"'
     assert any(route in line and 'status="200"' in line for line in text.splitlines() if "http_requests_total" in line)
     assert any('tenant="metered"' in line for line in text.splitlines() if "scheduler_grants_total" in line)
+
+
+def test_grafana_dashboard_charts_only_metrics_we_export() -> None:
+    """Every panel of kuberay/grafana-dashboard.json queries a metric the platform exports."""
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "kuberay" / "grafana-dashboard.json").read_text())
+    exported = {name.split("{")[0] for name in EXPECTED} | {"ray_labubu_scheduler_in_flight"}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used = set(re.findall(r"ray_labubu_\w+", target["expr"]))
+            assert used and used <= exported, (panel["title"], used - exported)
