@@ -204,7 +204,7 @@ class WorkflowStore:
     def event(self, record: WorkflowRecord, data: dict[str, Any]) -> int:
         return self.state.append(record.key, data)
 
-    def list(self, tenant: str, kind: str) -> list[WorkflowRecord]:
+    def of_tenant(self, tenant: str, kind: str) -> list[WorkflowRecord]:
         """The tenant's workflows (or tasks), newest first."""
         records = [WorkflowRecord(data) for _, data in self.state.items(WORKFLOWS, f"{tenant}/")]
         chosen = [r for r in records if r.data.get("kind") == kind]

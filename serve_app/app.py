@@ -90,4 +90,5 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         .bind(service, settings.services[service])
         for service in SERVICES
     }
-    return Ingress.options(**options.get("ingress", {})).bind(settings.to_dict(), **handles)
+    ingress: Any = Ingress  # a serve.Deployment once decorated; mypy sees the class
+    return ingress.options(**options.get("ingress", {})).bind(settings.to_dict(), **handles)

@@ -35,7 +35,8 @@ async def follow_capacity(platform: Any, app_name: str) -> None:
             status = await asyncio.to_thread(serve.status)
             deployments = status.applications[app_name].deployments
             for service in SERVICES:
-                running = deployments[service].replica_states.get("RUNNING", 0)
+                states: dict[Any, int] = dict(deployments[service].replica_states)
+                running = states.get("RUNNING", 0)
                 max_ongoing = (await platform.status(service)).get("max_ongoing_requests") or 2
                 limit = dispatch_limit(running, int(max_ongoing))
                 if applied.get(service) != limit:

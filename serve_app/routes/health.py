@@ -24,13 +24,8 @@ async def readyz(platform: Platform = Depends(get_platform)) -> JSONResponse:
         service: {"ready": bool(status.get("ready")), "reason": status.get("reason")}
         for service, status in statuses.items()
     }
-    not_ready = [
-        {"field": f"services.{service}", "reason": state["reason"] or "not ready"}
-        for service, state in services.items()
-        if not state["ready"]
-    ]
+    not_ready = [service for service, state in services.items() if not state["ready"]]
     if not_ready:
-        names = ", ".join(d["field"].removeprefix("services.") for d in not_ready)
-        response = error_response(503, "not_ready", f"not ready: {names}", not_ready, retry_after=5)
-        return response
+        details = [{"field": f"services.{s}", "reason": services[s]["reason"] or "not ready"} for s in not_ready]
+        return error_response(503, "not_ready", f"not ready: {', '.join(not_ready)}", details, retry_after=5)
     return JSONResponse({"status": "ready", "services": services})

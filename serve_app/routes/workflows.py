@@ -137,7 +137,7 @@ async def list_workflows(
     principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    records = await asyncio.to_thread(platform.workflows.list, principal.tenant, "workflow")
+    records = await asyncio.to_thread(platform.workflows.of_tenant, principal.tenant, "workflow")
     return JSONResponse(page(records, status, limit, offset, lambda r: r.public(with_nodes=False)))
 
 
@@ -218,7 +218,7 @@ async def list_tasks(
     principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    records = await asyncio.to_thread(platform.workflows.list, principal.tenant, "task")
+    records = await asyncio.to_thread(platform.workflows.of_tenant, principal.tenant, "task")
     if service is not None:
         records = [r for r in records if r.public_task()["service"] == service.lower()]
     return JSONResponse(page(records, status, limit, offset, WorkflowRecord.public_task))
