@@ -67,7 +67,7 @@ def wait_final(store: WorkflowStore, key: str, timeout_s: float = 240) -> dict[s
         assert record is not None
         if record.status.final:
             return record.data
-        assert time.monotonic() < deadline, record.data
+        assert time.monotonic() < deadline, record.data["nodes"]
         time.sleep(0.2)
 
 
