@@ -27,8 +27,10 @@ THROUGHPUT_GRANTS = 4000
 
 
 def _actor(services: dict[str, dict[str, Any]], tenants: dict[str, dict[str, Any]]) -> Any:
-    config = {"services": services, "tenant_defaults": {"max_concurrency": 100_000, "rate_per_s": 1e9, "burst": 1e9,
-                                                         "max_queued": 1_000_000}}
+    config = {
+        "services": services,
+        "tenant_defaults": {"max_concurrency": 100_000, "rate_per_s": 1e9, "burst": 1e9, "max_queued": 1_000_000},
+    }
     actor = ray.remote(SchedulerActor).options(max_concurrency=100_000, num_cpus=0).remote(config, None)
     for tenant, settings in tenants.items():
         ray.get(actor.set_tenant.remote(tenant, settings))

@@ -16,25 +16,19 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+import psutil
+from _platform import client as platform_client  # noqa: I001  (beside this file; sets up the path and env)
+from _platform import start_platform
+from PIL import Image
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from deployments.registry import build_backend  # noqa: E402
-from deployments.types import (  # noqa: E402
+from deployments.registry import build_backend
+from deployments.types import (
     SERVICES,
     CaptionRequest,
     ChatMessage,
@@ -44,7 +38,6 @@ from deployments.types import (  # noqa: E402
     TranscribeRequest,
 )
 
-SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
 
@@ -119,25 +112,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from ray import serve
 
-    from serve_app.app import build_app
-    from serve_app.auth import issue_token
-
-    os.environ.update(
-        LABUBU_JWT_SECRET=SECRET,
-        LABUBU_DATA_DIR=tempfile.mkdtemp(prefix="labubu-bench-"),
-        LABUBU_IMAGE_BACKENDS="tiny-random",
-    )
-    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    app = build_app({})
-    serve.run(app, name="labubu", route_prefix="/")
-    base = f"http://127.0.0.1:{args.port}"
-    headers = {"Authorization": f"Bearer {issue_token(SECRET, tenant='bench')}"}
-    client = httpx.Client(base_url=base, headers=headers, timeout=300)
-    while client.get("/readyz").status_code != 200:
-        time.sleep(0.5)
+    base = start_platform(args.port)
+    client = platform_client(base)
 
     wav = client.post("/v1/audio/speech", json={"model": "tts", "input": SENTENCE}).content
     rss_mb = cluster_rss_mb()

@@ -19,24 +19,18 @@ import asyncio
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+import ray
+from _platform import client as platform_client  # noqa: I001  (beside this file; sets up the path and env)
+from _platform import start_platform
 
-import httpx  # noqa: E402
-import ray  # noqa: E402
+from deployments.types import ChatMessage, LLMRequest
 
-from deployments.types import ChatMessage, LLMRequest  # noqa: E402
-
-SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
 PROMPT = "Say OK."
 PARAMS = {"max_tokens": 2, "temperature": 0, "seed": 1}
 EIGHT_MB = 8 * 1024 * 1024
@@ -188,16 +182,16 @@ def pass_8mb(runs: int) -> dict[str, float]:
 
 def concurrent(base: str, count: int = 50, tenants: int = 5, timeout_s: float = 900) -> dict[str, Any]:
     """`count` five-node workflows from `tenants` tenants, all submitted at once."""
-    from serve_app.auth import issue_token
-
     body = {
         "nodes": {"a": node("Name an animal."), "b": node(), "c": node(), "d": node(), "e": node()},
-        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}, {"from": "a", "to": "d"}, {"from": "d", "to": "e"}],
+        "edges": [
+            {"from": "a", "to": "b"},
+            {"from": "b", "to": "c"},
+            {"from": "a", "to": "d"},
+            {"from": "d", "to": "e"},
+        ],
     }
-    clients = [
-        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {issue_token(SECRET, tenant=f'tenant-{t}')}"}, timeout=60)
-        for t in range(tenants)
-    ]
+    clients = [platform_client(base, f"tenant-{t}") for t in range(tenants)]
     start = time.monotonic()
     submitted = []
     for i in range(count):
@@ -233,39 +227,35 @@ def main() -> None:
 
     from ray import serve
 
-    from serve_app.app import build_app
-    from serve_app.auth import issue_token
-
-    os.environ.update(
-        LABUBU_JWT_SECRET=SECRET,
-        LABUBU_DATA_DIR=tempfile.mkdtemp(prefix="labubu-bench-"),
-        LABUBU_IMAGE_BACKENDS="tiny-random",
-    )
-    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     # Generous tenant limits: the benchmark measures orchestration, not quotas.
     scheduler = {"tenant_defaults": {"max_concurrency": 64, "rate_per_s": 1000, "burst": 1000}}
-    serve.run(build_app({"scheduler": scheduler}), name="labubu", route_prefix="/")
-    base = f"http://127.0.0.1:{args.port}"
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {issue_token(SECRET, tenant='bench')}"}, timeout=120)
-    while client.get("/readyz").status_code != 200:
-        time.sleep(0.5)
+    base = start_platform(args.port, {"scheduler": scheduler})
+    client = platform_client(base)
     handle = serve.get_deployment_handle("llm", app_name="labubu")
 
     per_node = overhead(client, handle, args.runs)
     passing = pass_8mb(args.runs)
     load = concurrent(base)
 
-    print(f"{'orchestration overhead per node (median)':<44} chain {per_node['chain']:7.1f} ms   fan {per_node['fan']:7.1f} ms")
-    print(f"{'8 MB between two nodes (median)':<44} object store {passing['object_store']:6.1f} ms   "
-          f"S3 {passing['s3']:6.1f} ms   Redis {passing['redis']:6.1f} ms")
-    print(f"{'50 concurrent 5-node workflows, 5 tenants':<44} completed {load['completed']}  failed {load['failed']}  "
-          f"lost {load['lost']}  in {load['seconds']} s")
-    print(json.dumps({
-        "overhead_per_node_ms_p50": {k: round(v, 2) for k, v in per_node.items()},
-        "pass_8mb_ms": {k: round(v, 2) for k, v in passing.items()},
-        "concurrent": load,
-    }))
+    label = "orchestration overhead per node (median)"
+    print(f"{label:<44} chain {per_node['chain']:7.1f} ms   fan {per_node['fan']:7.1f} ms")
+    print(
+        f"{'8 MB between two nodes (median)':<44} object store {passing['object_store']:6.1f} ms   "
+        f"S3 {passing['s3']:6.1f} ms   Redis {passing['redis']:6.1f} ms"
+    )
+    print(
+        f"{'50 concurrent 5-node workflows, 5 tenants':<44} completed {load['completed']}  failed {load['failed']}  "
+        f"lost {load['lost']}  in {load['seconds']} s"
+    )
+    print(
+        json.dumps(
+            {
+                "overhead_per_node_ms_p50": {k: round(v, 2) for k, v in per_node.items()},
+                "pass_8mb_ms": {k: round(v, 2) for k, v in passing.items()},
+                "concurrent": load,
+            }
+        )
+    )
     ray.shutdown()
 
 

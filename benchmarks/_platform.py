@@ -1,0 +1,49 @@
+"""What the benchmarks share: the platform deployed on a private local Ray cluster, and a client."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
+
+
+def token(tenant: str) -> str:
+    from serve_app.auth import issue_token
+
+    return issue_token(SECRET, tenant=tenant)
+
+
+def client(base: str, tenant: str = "bench") -> httpx.Client:
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token(tenant)}"}, timeout=300)
+
+
+def start_platform(port: int, args: dict[str, Any] | None = None) -> str:
+    """A new local Ray cluster with the whole platform (CPU models, tiny-random images); its URL once ready."""
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    os.environ.update(
+        LABUBU_JWT_SECRET=SECRET,
+        LABUBU_DATA_DIR=tempfile.mkdtemp(prefix="labubu-bench-"),
+        LABUBU_IMAGE_BACKENDS="tiny-random",
+    )
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(args or {}), name="labubu", route_prefix="/")
+    base = f"http://127.0.0.1:{port}"
+    while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
+        time.sleep(0.5)
+    return base
