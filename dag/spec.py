@@ -11,7 +11,6 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Priority = Literal["critical", "default", "low"]
-MEDIA_TYPES = ("audio/wav", "image/png", "image/jpeg")
 
 
 class InputSpec(BaseModel):

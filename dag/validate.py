@@ -60,19 +60,6 @@ class WorkflowPlan:
         for edge in self.edges:
             self.incoming[edge.target].append(edge)
 
-    def descendants(self, node_id: str) -> set[str]:
-        children: dict[str, list[str]] = {n: [] for n in self.nodes}
-        for edge in self.edges:
-            children[edge.source].append(edge.target)
-        found: set[str] = set()
-        stack = list(children[node_id])
-        while stack:
-            current = stack.pop()
-            if current not in found:
-                found.add(current)
-                stack.extend(children[current])
-        return found
-
 
 def node_detail(node: str, reason: str) -> dict[str, Any]:
     return {"node": node, "reason": reason}

@@ -13,7 +13,7 @@ from typing import Any
 
 from dag.compose import Output
 from dag.errors import InvalidWorkflow, WorkflowConflict
-from dag.records import Status, WorkflowRecord, input_key, new_record, upload_key
+from dag.records import UPLOADS, Status, WorkflowRecord, input_key, new_record, upload_key
 from dag.spec import WorkflowSubmission
 from dag.validate import plan_workflow
 from serve_app.auth import Principal
@@ -34,7 +34,7 @@ async def resolve_uploads(platform: Platform, submission: WorkflowSubmission, te
     ids = {spec.upload_id for spec in submission.inputs.values() if spec.upload_id is not None}
 
     def load(upload_id: str) -> Output | None:
-        if platform.store.get("uploads", f"{tenant}/{upload_id}") is None:
+        if platform.store.get(UPLOADS, f"{tenant}/{upload_id}") is None:
             return None
         data, content_type = platform.workflows.artifacts.get(upload_key(tenant, upload_id))
         return Output(data, content_type)

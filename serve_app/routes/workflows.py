@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dag.errors import WorkflowNotFound
-from dag.records import Status, WorkflowRecord, output_key, upload_key, workflow_key
+from dag.records import UPLOADS, Status, WorkflowRecord, output_key, upload_key, workflow_key
 from dag.spec import TaskSubmission, WorkflowSubmission
 from deployments import media
 from deployments.types import InvalidInput
@@ -312,5 +312,5 @@ async def upload(
         platform.workflows.artifacts.put, upload_key(principal.tenant, upload_id), data, content_type
     )
     record = {"upload_id": upload_id, "content_type": content_type, "bytes": len(data)}
-    await asyncio.to_thread(platform.store.put, "uploads", f"{principal.tenant}/{upload_id}", record)
+    await asyncio.to_thread(platform.store.put, UPLOADS, f"{principal.tenant}/{upload_id}", record)
     return JSONResponse(record, status_code=201)
