@@ -18,36 +18,18 @@ import math
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from deployments.media import wav_bytes
+from tests.fakes import google_http
 
-# Google's RPC status names for the HTTP statuses the tests use.
-ERROR_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
 # How long the fake's speech lasts per character of text: roughly a person's pace.
 SECONDS_PER_CHARACTER = 0.06
 
 
-@dataclass
-class RecordedRequest:
+class RecordedRequest(google_http.RecordedRequest):
     """One call as the server received it."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # names in lower case
-    body: dict[str, Any]
 
     @property
     def audio(self) -> bytes:
@@ -136,16 +118,7 @@ def _handler_for(fake: FakeGoogleCloud) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            request = RecordedRequest(
-                method="POST",
-                path=url.path,
-                query=parse_qs(url.query),
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=json.loads(raw) if raw else {},
-            )
+            url, request = google_http.read_post(self, RecordedRequest)
             fake.record(request)
             if fake.delay_s:
                 time.sleep(fake.delay_s)
@@ -169,7 +142,6 @@ def _handler_for(fake: FakeGoogleCloud) -> type[BaseHTTPRequestHandler]:
                 pass  # the client gave up (a timeout test); nothing is left to answer
 
         def send_error_json(self, status: int, message: str) -> None:
-            error = {"code": status, "message": message, "status": ERROR_STATUS.get(status, "UNKNOWN")}
-            self.send_json(status, {"error": error})
+            self.send_json(status, google_http.error_body(status, message))
 
     return Handler
