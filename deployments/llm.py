@@ -13,6 +13,7 @@ import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,32 @@ from deployments.types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def without_extra_buffer_types() -> Iterator[None]:
+    """While a `Llama` loads, its model parameters say `use_extra_bufts = False`.
+
+    llama.cpp's "extra buffer types" repack weights for faster kernels. On a CPU that advertises
+    AMX, a native build picks the AMX ones for SmolLM2's Q4_1 weights, and on virtual machines
+    whose hypervisor does not really give AMX to the guest (this project's 2-core test machines)
+    the first generation dies of SIGSEGV in `ggml_backend_amx_mul_mat`. Without them llama.cpp
+    uses its ordinary CPU kernels. `Llama()` takes no argument for it, hence the wrapper.
+    """
+    import llama_cpp.llama_cpp as api
+
+    default = api.llama_model_default_params
+
+    def params() -> Any:
+        model_params = default()
+        model_params.use_extra_bufts = False
+        return model_params
+
+    api.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        api.llama_model_default_params = default
 
 
 async def gather_stream(chunks: AsyncIterator[LLMChunk], model: str) -> LLMResult:
@@ -140,9 +167,10 @@ class LlamaCppBackend:
         path = Path(self.model_path) if self.model_path else self.packaged_model_path()
         if not path.is_file():
             raise ModelUnavailable(f"the model file {path} does not exist")
-        self._llama = Llama(
-            model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed, verbose=False
-        )
+        with without_extra_buffer_types():
+            self._llama = Llama(
+                model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed, verbose=False
+            )
         metadata = self._llama.metadata
         vocab = self._llama._model
         self._formatter = Jinja2ChatFormatter(
