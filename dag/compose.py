@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.types import (
+    MAX_SPEECH_CHARS,
     CaptionRequest,
     ChatMessage,
     ImageRequest,
@@ -34,12 +35,13 @@ class ServiceIO:
     consumes: str  # the kind of upstream output the service takes
     produces: str
     media_inputs: tuple[int, int | None] = (0, 0)  # how many media parts it takes: (at least, at most)
+    max_text: int | None = None  # the longest composed text it takes, in characters
 
 
 SERVICE_IO: dict[str, ServiceIO] = {
     "llm": ServiceIO(consumes=TEXT, produces=TEXT),
     "stt": ServiceIO(consumes=AUDIO, produces=TEXT, media_inputs=(1, 1)),
-    "tts": ServiceIO(consumes=TEXT, produces=AUDIO),
+    "tts": ServiceIO(consumes=TEXT, produces=AUDIO, max_text=MAX_SPEECH_CHARS),
     "pic2text": ServiceIO(consumes=IMAGE, produces=TEXT, media_inputs=(1, None)),
     "text2pic": ServiceIO(consumes=TEXT, produces=IMAGE),
 }
@@ -77,6 +79,12 @@ class Output:
 # ---------------------------------------------------------------- node parameters
 
 
+# The engines take 32-bit seeds (llama.cpp, and torch after `seed + i`); a larger or negative one
+# would be wrapped, or crash the call, so it is a 422 at the door.
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED)]
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -86,7 +94,7 @@ class LLMParams(Params):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     stop: list[str] = Field(default_factory=list, max_length=4)
-    seed: int | None = None
+    seed: Seed = None
     system: Annotated[str | None, Field(max_length=10_000)] = None
 
 
@@ -107,7 +115,7 @@ class Text2PicParams(Params):
     width: Annotated[int, Field(ge=1, le=2048)] = 256
     height: Annotated[int, Field(ge=1, le=2048)] = 256
     steps: Annotated[int | None, Field(ge=1, le=100)] = None
-    seed: int | None = None
+    seed: Seed = None
     negative_prompt: Annotated[str | None, Field(max_length=10_000)] = None
 
 

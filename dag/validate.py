@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dag.compose import PARAMS, SERVICE_IO, TEXT, Output
+from dag.compose import PARAMS, SERVICE_IO, TEXT, Output, compose
 from dag.errors import InvalidParams, InvalidWorkflow
 from dag.spec import InputSpec, WorkflowSubmission
 from deployments import media
@@ -236,6 +236,13 @@ def type_problems(plan: WorkflowPlan) -> list[dict[str, Any]]:
             problems.append(node_detail(node_id, f"{node.service} takes exactly {_count(at_most)} {io.consumes} input"))
         if io.consumes == TEXT and not plan.incoming[node_id] and not (node.prompt or own):
             problems.append(node_detail(node_id, "the node has no prompt, input or incoming edge"))
+        own_text, _ = compose([node.prompt, own] if own is not None else [node.prompt])
+        if io.max_text is not None and len(own_text) > io.max_text:
+            problems.append(
+                node_detail(
+                    node_id, f"{node.service} takes at most {io.max_text} characters; this node has {len(own_text)}"
+                )
+            )
     return problems
 
 

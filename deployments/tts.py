@@ -1,7 +1,7 @@
 """Text to speech: Piper on the machine, Google Cloud Text-to-Speech in the cloud.
 
-Both backends answer with a 16-bit PCM mono WAV file and its length, and refuse empty text and
-speeds outside 0.25–4 (the range OpenAI's and Google's APIs share) as the client's mistake.
+Both backends answer with a 16-bit PCM mono WAV file and its length, and refuse empty or too long
+text and speeds outside 0.25–4 (the range OpenAI's and Google's APIs share) as the client's mistake.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 from deployments.google_cloud import call_google, google_client
 from deployments.media import wav_bytes, wav_info
 from deployments.types import (
+    MAX_SPEECH_CHARS,
     BackendFailure,
+    InputTooLarge,
     InvalidInput,
     ModelUnavailable,
     SpeechRequest,
@@ -38,6 +40,8 @@ def speech_text(request: SpeechRequest) -> str:
     text = request.text.strip()
     if not text:
         raise InvalidInput("the text to speak is empty")
+    if len(text) > MAX_SPEECH_CHARS:
+        raise InputTooLarge(f"the text is {len(text)} characters long; at most {MAX_SPEECH_CHARS} are spoken at once")
     if not MIN_SPEED <= request.speed <= MAX_SPEED:
         raise InvalidInput(f"speed must be between {MIN_SPEED:g} and {MAX_SPEED:g}, not {request.speed:g}")
     return text

@@ -137,6 +137,11 @@ class TranscribeResult:
 # ---------------------------------------------------------------- tts
 
 
+# The longest text one speech call takes (OpenAI's limit too): about five minutes of speech. Far
+# longer texts would hold a tts replica for many minutes and answer with hundreds of megabytes.
+MAX_SPEECH_CHARS = 4096
+
+
 @dataclass
 class SpeechRequest:
     text: str

@@ -14,7 +14,7 @@ from dag.records import WorkflowStore
 from deployments.serving import modality_deployment
 from deployments.types import SERVICES
 from scheduler.client import SchedulerClient, scheduler_actor
-from serve_app.deps import body_limit, set_platform
+from serve_app.deps import current_settings, set_platform
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
@@ -35,7 +35,7 @@ Errors are `{"error": {"code", "message", "details"}}`."""
 def create_app() -> FastAPI:
     app = FastAPI(title="Labubu AI Platform", version="1.0.0", description=DESCRIPTION)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=body_limit)
+    app.add_middleware(BodyLimitMiddleware, settings=current_settings)
     app.add_middleware(RequestMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(openai.router)

@@ -18,6 +18,11 @@ from serve_app.errors import ApiError
 TENANT_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 
 
+def valid_tenant(tenant: str) -> bool:
+    """A tenant id that is safe as a key and as a path segment (`.` and `..` are not)."""
+    return bool(TENANT_ID.match(tenant)) and tenant not in (".", "..")
+
+
 class Role(str, Enum):
     USER = "user"
     ADMIN = "admin"
@@ -77,7 +82,7 @@ class TokenVerifier:
         sub, tenant, role = claims.get("sub"), claims.get("tenant"), claims.get("role", "user")
         if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
             raise unauthorized("the token's `sub` and `tenant` claims must be non-empty strings")
-        if not TENANT_ID.match(tenant) or tenant in (".", ".."):
+        if not valid_tenant(tenant):
             raise unauthorized("the token's `tenant` must be 1 to 128 letters, digits, `_`, `.`, `@` or `-`")
         if role not in ("user", "admin"):
             raise unauthorized("the token's `role` must be `user` or `admin`")

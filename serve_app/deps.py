@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serve_app.auth import Principal
 from serve_app.errors import ApiError
@@ -26,12 +27,21 @@ async def get_platform() -> Platform:
     return _platform
 
 
-def body_limit() -> int:
-    """The body size limit of this replica (the default until the platform is set up)."""
-    return _platform.settings.max_body_bytes if _platform is not None else Settings().max_body_bytes
+def current_settings() -> Settings:
+    """This replica's settings (the defaults until the platform is set up)."""
+    return _platform.settings if _platform is not None else Settings()
 
 
-def authenticated(request: Request, platform: Platform = Depends(get_platform)) -> Principal:
+# Declares the bearer scheme on every authenticated route of /openapi.json (for clients and the
+# fuzz test); the header itself is checked by the platform's verifier, whose 401s say what is wrong.
+bearer_scheme = HTTPBearer(auto_error=False, description="A JWT of the caller's tenant (API.md, Auth)")
+
+
+def authenticated(
+    request: Request,
+    platform: Platform = Depends(get_platform),
+    _: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+) -> Principal:
     principal = platform.authenticate(request)
     request.state.principal = principal
     return principal

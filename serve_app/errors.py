@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dag.errors import DagError
@@ -22,6 +23,41 @@ from scheduler.errors import SchedulerError
 DOMAIN_ERRORS = (ModelError, SchedulerError, DagError)
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response (API.md, "Errors")."""
+
+    error: ErrorDetail
+
+
+# The error statuses of API.md (and 405, 408), declared on every route of /openapi.json so that
+# clients and the fuzz test know each one and its body.
+ERROR_STATUSES = {
+    400: "Invalid input of the right shape",
+    401: "No token, or a bad one",
+    403: "The role or the tenant does not allow it",
+    404: "Does not exist, or belongs to another tenant",
+    405: "The route does not take this method",
+    408: "The body did not arrive in time",
+    409: "The resource's state forbids it",
+    413: "The body is over the limit",
+    415: "An unsupported media type",
+    422: "Schema validation failed",
+    429: "The tenant is over its quota (see Retry-After)",
+    502: "A model backend failed",
+    503: "Overloaded, starting, or the model is unavailable (see Retry-After)",
+    504: "A model backend did not answer in time",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description} for status, description in ERROR_STATUSES.items()
+}
 
 
 class ApiError(Exception):
@@ -107,6 +143,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+        # FastAPI's own HTTP errors: 400 is a body it could not parse (not UTF-8, broken multipart).
+        codes = {
+            400: "invalid_body",
+            404: "not_found",
+            405: "method_not_allowed",
+            408: "request_timeout",
+            413: "payload_too_large",
+            401: "unauthorized",
+        }
         code = codes.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))

@@ -1,4 +1,4 @@
-"""ASGI middleware: the body size limit and request metrics.
+"""ASGI middleware: the body's size and time limits, and request metrics.
 
 Serve's proxy gives every request an id and returns it as `X-Request-ID` (the client's own, if it
 sent one); Serve's logs carry the same id.
@@ -6,45 +6,52 @@ sent one); Serve's logs carry the same id.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from serve_app.settings import Settings
 
-class BodyTooLarge(HTTPException):
-    """Raised while a body streams in past the limit.
+
+class BodyRejected(HTTPException):
+    """Raised while a body streams in, past the size limit (413) or too slowly (408).
 
     An HTTPException, because FastAPI turns any other error met while parsing a body into a 400.
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the body is larger than the limit of {limit} bytes")
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, message)
+        self.code = code
+
+
+def too_large(limit: int) -> BodyRejected:
+    return BodyRejected(413, "payload_too_large", f"the body is larger than the limit of {limit} bytes")
+
+
+def too_slow(timeout_s: float) -> BodyRejected:
+    return BodyRejected(408, "request_timeout", f"the body did not arrive within {timeout_s:g} s")
 
 
 class BodyLimitMiddleware:
-    """Answers 413 for a body over the limit, by its Content-Length or as it streams in."""
+    """Answers 413 for a body over the size limit (by its Content-Length or as it streams in) and
+    408 for one that does not arrive within the time limit."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, settings: Callable[[], Settings]) -> None:
         self.app = app
-        self.limit = max_body_bytes  # a callable: the limit is known only once the replica has its settings
+        self.settings = settings  # a callable: the limits are known only once the replica has its settings
 
-    async def _reject(self, send: Send, limit: int) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"the body is larger than the limit of {limit} bytes",
-                    "details": [],
-                }
-            }
-        ).encode()
+    async def _reject(self, send: Send, error: BodyRejected) -> None:
+        body = json.dumps({"error": {"code": error.code, "message": error.detail, "details": []}}).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": error.status_code,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
             }
         )
@@ -54,26 +61,37 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit()
+        settings = self.settings()
+        limit, timeout_s = settings.max_body_bytes, settings.body_timeout_s
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_large = int(value) > limit
+                    declared = int(value)
                 except ValueError:
-                    too_large = False
-                if too_large:
-                    await self._reject(send, limit)
+                    declared = 0
+                if declared > limit:
+                    await self._reject(send, too_large(limit))
                     return
         received = 0
+        body_done = False
+        deadline: float | None = None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done, deadline
+            if body_done:  # after the body, a receive waits for the disconnect: as long as a stream lasts
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise too_slow(timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise too_large(limit)
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -84,9 +102,9 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyRejected as error:
             if not started:
-                await self._reject(send, limit)
+                await self._reject(send, error)
 
 
 class RequestMetricsMiddleware:

@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dag.compose import Seed
+from deployments.types import MAX_SPEECH_CHARS
+
 MAX_IMAGE_SIDE = 2048
 SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
@@ -43,7 +46,7 @@ class SamplingFields(OpenAIModel):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     n: Annotated[int, Field(ge=1, le=1, description="Only one choice is generated.")] = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Seed = None
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -80,7 +83,7 @@ class CompletionRequest(SamplingFields):
 
 class SpeechRequestIn(OpenAIModel):
     model: str
-    input: Annotated[str, Field(min_length=1, max_length=4096)]
+    input: Annotated[str, Field(min_length=1, max_length=MAX_SPEECH_CHARS)]
     voice: str | None = None
     response_format: Literal["wav", "pcm"] = "wav"
     speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
@@ -93,7 +96,7 @@ class ImageGenerationRequest(OpenAIModel):
     size: str = "256x256"
     response_format: Literal["b64_json"] = "b64_json"
     steps: Annotated[int | None, Field(ge=1, le=100)] = None
-    seed: int | None = None
+    seed: Seed = None
 
     @field_validator("size")
     @classmethod

@@ -31,7 +31,8 @@ def check_tenant_field(tenant_id: str | None, principal: Principal) -> None:
 
 async def resolve_uploads(platform: Platform, submission: WorkflowSubmission, tenant: str) -> dict[str, Output]:
     """The caller's uploads that the submission names (a missing or foreign one is simply absent)."""
-    ids = {spec.upload_id for spec in submission.inputs.values() if spec.upload_id is not None}
+    # An id that could not be ours (`../x`) is never looked up: the store's keys are paths.
+    ids = sorted({spec.upload_id for spec in submission.inputs.values() if spec.upload_id and _safe_id(spec.upload_id)})
 
     def load(upload_id: str) -> Output | None:
         if platform.store.get(UPLOADS, f"{tenant}/{upload_id}") is None:
@@ -39,8 +40,8 @@ async def resolve_uploads(platform: Platform, submission: WorkflowSubmission, te
         data, content_type = platform.workflows.artifacts.get(upload_key(tenant, upload_id))
         return Output(data, content_type)
 
-    found = await asyncio.gather(*(asyncio.to_thread(load, upload_id) for upload_id in ids if _safe_id(upload_id)))
-    return {upload_id: output for upload_id, output in zip(ids, found, strict=False) if output is not None}
+    found = await asyncio.gather(*(asyncio.to_thread(load, upload_id) for upload_id in ids))
+    return {upload_id: output for upload_id, output in zip(ids, found, strict=True) if output is not None}
 
 
 def _safe_id(value: str) -> bool:

@@ -81,6 +81,8 @@ def deploy_platform(data_dir: Path, args: dict | None = None, **env: str) -> str
             "LABUBU_DATA_DIR": str(data_dir),
             "LABUBU_IMAGE_BACKENDS": "tiny-random",
             "LABUBU_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+            # Short, so that tests/serve_app/test_limits.py sees a stalled upload cut off in seconds.
+            "LABUBU_BODY_TIMEOUT_S": "5",
             **env,
         }
     )

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.auth import TENANT_ID, Principal
+from serve_app.auth import Principal, valid_tenant
 from serve_app.deps import admin, get_platform
-from serve_app.errors import ApiError
+from serve_app.errors import ERROR_RESPONSES, ApiError
 from serve_app.platform import Platform
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
 TenantPath = Annotated[str, Path(description="A tenant id", max_length=128)]
 
@@ -31,7 +31,7 @@ class TenantSettingsIn(BaseModel):
 
 
 def check_tenant(tenant: str) -> str:
-    if not TENANT_ID.match(tenant):
+    if not valid_tenant(tenant):
         raise ApiError(404, "not_found", f"tenant {tenant!r} does not exist")
     return tenant
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from serve_app.errors import not_found
+from serve_app.errors import ERROR_RESPONSES, not_found
 
-router = APIRouter(tags=["console"])
+router = APIRouter(tags=["console"], responses={404: ERROR_RESPONSES[404]})
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 CONTENT_TYPES = {

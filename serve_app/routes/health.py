@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from serve_app.deps import get_platform
-from serve_app.errors import error_response
+from serve_app.errors import ERROR_RESPONSES, error_response
 from serve_app.platform import Platform
 
 router = APIRouter(tags=["health"])
@@ -17,7 +17,11 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="200 when every deployment is ready, else 503 with what is not")
+@router.get(
+    "/readyz",
+    summary="200 when every deployment is ready, else 503 with what is not",
+    responses={503: ERROR_RESPONSES[503]},
+)
 async def readyz(platform: Platform = Depends(get_platform)) -> JSONResponse:
     statuses = await platform.all_status()
     services = {

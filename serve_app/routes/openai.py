@@ -27,7 +27,7 @@ from deployments.types import (
 )
 from serve_app.auth import Principal
 from serve_app.deps import authenticated, get_platform
-from serve_app.errors import ApiError, api_error_of
+from serve_app.errors import ERROR_RESPONSES, ApiError, api_error_of
 from serve_app.platform import Platform
 from serve_app.schemas import (
     ChatCompletionRequest,
@@ -37,7 +37,7 @@ from serve_app.schemas import (
     SpeechRequestIn,
 )
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 
 DEFAULT_CHAT_MAX_TOKENS = 256
 STARTED_AT = int(time.time())

@@ -18,15 +18,17 @@ from deployments import media
 from deployments.types import InvalidInput
 from serve_app.auth import Principal
 from serve_app.deps import authenticated, get_platform
-from serve_app.errors import ApiError
+from serve_app.errors import ERROR_RESPONSES, ApiError
 from serve_app.platform import Platform
 from serve_app.workflows import WORKFLOW_ID, encode_output, submit
 
-router = APIRouter(prefix="/v1", tags=["workflows"])
+router = APIRouter(prefix="/v1", tags=["workflows"], responses=ERROR_RESPONSES)
 
 IdPath = Annotated[str, Path(max_length=64)]
 StatusFilter = Literal["pending", "running", "completed", "failed", "cancelled"]
 UPLOAD_TYPES = {"audio/wav", "audio/x-wav", "image/png", "image/jpeg", "text/plain"}
+# Event ids are 64-bit integers in the stores: a larger one cannot name an event.
+MAX_EVENT_ID = 2**63 - 1
 PING_INTERVAL_S = 15.0
 POLL_INTERVAL_S = 0.25
 FINAL = {Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value}
@@ -80,8 +82,8 @@ def events_response(
             after = int(header_id)
         except ValueError:
             raise ApiError(422, "validation_error", "Last-Event-ID must be an integer") from None
-    if after < 0:
-        raise ApiError(422, "validation_error", "Last-Event-ID must be at least 0")
+    if not 0 <= after <= MAX_EVENT_ID:
+        raise ApiError(422, "validation_error", f"Last-Event-ID must be between 0 and {MAX_EVENT_ID}")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(event_stream(platform, record, after), media_type="text/event-stream", headers=headers)
 
@@ -151,7 +153,7 @@ async def get_workflow(
 @router.get("/workflows/{workflow_id}/events", summary="The workflow's events as server-sent events")
 async def workflow_events(
     workflow_id: IdPath,
-    last_event_id: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
@@ -245,7 +247,7 @@ async def task_output(
 @router.get("/tasks/{task_id}/events", summary="A task's events as server-sent events")
 async def task_events(
     task_id: IdPath,
-    last_event_id: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
@@ -281,7 +283,23 @@ async def delete_task(
 # ---------------------------------------------------------------- uploads
 
 
-@router.put("/uploads", status_code=201, summary="Upload an input (raw body) for workflows and tasks")
+# The raw body is read by the route itself; declared here so that /openapi.json shows what it takes.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            content_type: {"schema": {"type": "string", "format": "binary"}} for content_type in sorted(UPLOAD_TYPES)
+        },
+    }
+}
+
+
+@router.put(
+    "/uploads",
+    status_code=201,
+    summary="Upload an input (raw body) for workflows and tasks",
+    openapi_extra=UPLOAD_BODY,
+)
 async def upload(
     request: Request, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
 ) -> JSONResponse:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from deployments import media
 from tests.conftest import make_token
+from tests.serve_app.contract import assert_error
 
 pytestmark = pytest.mark.ray
 
@@ -39,15 +40,6 @@ def png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (48, 32), (30, 120, 200)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:  # type: ignore[type-arg]
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
-    if code:
-        assert body["error"]["code"] == code
-    return body["error"]
 
 
 # ---------------------------------------------------------------- the openai client
