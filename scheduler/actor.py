@@ -2,6 +2,10 @@
 
 Callers `await grant(...)`, which returns when their request may run, and then `release(ticket,
 actual_cost)`. The actor holds metadata only (service, tenant, cost, priority), never payloads.
+A busy caller batches instead (`SchedulerClient` does): one `submit_many` call carries the releases
+and grant requests of one turn of its event loop and answers each request at once, granted or
+waiting; only a request that must wait costs a second call, `wait(ticket)`. Ray's per-call cost,
+not the policy, is what limits grants per second, so fewer calls is what makes the actor fast.
 
 - A grant is a lease: its holder renews it while the call runs (`SchedulerClient` does, every
   `lease_s / 3`); one that is neither renewed nor released within `lease_s` (its holder died) is
@@ -109,7 +113,7 @@ class SchedulerActor:
                 if now - last_snapshot >= self.snapshot_interval_s:
                     last_snapshot = now
                     await asyncio.to_thread(self._save_snapshot)
-                    self.metrics.observe_stats(self.policy.stats())
+                    self.metrics.flush(self.policy.stats())
             except Exception:  # the pump must outlive any one bad iteration
                 log.exception("scheduler pump iteration failed")
 
@@ -143,21 +147,74 @@ class SchedulerActor:
         """Wait until the request may run; its ticket. Raises `QuotaExceeded`, `ServiceOverloaded`."""
         self._ensure_pump()
         now = time.monotonic()
-        ticket = self.policy.submit(service, tenant, cost, now=now, priority=priority, wait=wait)
-        waiter: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        self.waiters[ticket] = waiter
-        self.submitted_at[ticket] = now
+        ticket = self._submit(service, tenant, cost, priority, wait, now)
         self._dispatch(now)
-        self._wake()
+        return await self.wait(ticket)
+
+    async def submit_many(
+        self, releases: list[tuple[int, float | None]], requests: list[tuple[str, str, float, str, bool]]
+    ) -> list[tuple[str, Any]]:
+        """Releases, then grant requests `(service, tenant, cost, priority, wait)`, in one call.
+
+        Releases go first: they free the slots the requests may take. Each request is answered at
+        once, in order: `("granted", ticket)`, `("waiting", ticket)` (call `wait(ticket)` for it),
+        or `("error", exception)` (`QuotaExceeded`, `ServiceOverloaded`, a bad cost...).
+        """
+        self._ensure_pump()
+        for ticket, actual_cost in releases:
+            self._release(ticket, actual_cost)
+        now = time.monotonic()
+        submitted: list[int | Exception] = []
+        for service, tenant, cost, priority, wait in requests:
+            try:
+                submitted.append(self._submit(service, tenant, cost, priority, wait, now))
+            except Exception as exc:  # one caller's bad request is that caller's answer, not the batch's
+                submitted.append(exc)
+        self._dispatch(now)
+        outcomes: list[tuple[str, Any]] = []
+        for item in submitted:
+            if isinstance(item, Exception):
+                outcomes.append(("error", item))
+            else:
+                outcomes.append(("waiting", item) if item in self.waiters else ("granted", item))
+        return outcomes
+
+    async def wait(self, ticket: int) -> int:
+        """Wait until a submitted request is granted; its ticket. A caller that gives up withdraws it.
+
+        Raises `UnknownTicket` for a ticket this actor does not hold: cancelled, or submitted to a
+        predecessor that died (the caller submits again).
+        """
+        waiter = self.waiters.get(ticket)
+        if waiter is None:
+            if ticket in self.leases:  # granted since it was submitted
+                return ticket
+            raise UnknownTicket(f"ticket {ticket} is not waiting")
+        self._wake()  # it may wait on a rate bucket: the pump must know when to look again
         try:
             await waiter
         except asyncio.CancelledError:
-            self.waiters.pop(ticket, None)
-            self.submitted_at.pop(ticket, None)
-            self.leases.pop(ticket, None)
-            self.policy.cancel(ticket)
-            self._dispatch(time.monotonic())
+            self._cancel(ticket)
             raise
+        return ticket
+
+    async def cancel(self, ticket: int) -> None:
+        """Withdraw a request, waiting or granted (in full: its caller gave up before using it)."""
+        self._cancel(ticket)
+
+    def _cancel(self, ticket: int) -> None:
+        waiter = self.waiters.pop(ticket, None)
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        self.submitted_at.pop(ticket, None)
+        self.leases.pop(ticket, None)
+        self.policy.cancel(ticket)
+        self._dispatch(time.monotonic())
+
+    def _submit(self, service: str, tenant: str, cost: float, priority: str, wait: bool, now: float) -> int:
+        ticket = self.policy.submit(service, tenant, cost, now=now, priority=priority, wait=wait)
+        self.waiters[ticket] = asyncio.get_running_loop().create_future()
+        self.submitted_at[ticket] = now
         return ticket
 
     async def release(self, ticket: int, actual_cost: float | None = None) -> bool:
@@ -235,14 +292,26 @@ class SchedulerMetrics:
             boundaries=[0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
             tag_keys=("service",),
         )
+        self._granted: dict[tuple[str, str], list[float]] = {}
+        self._waits: list[tuple[str, float]] = []
 
     def granted(self, grant: Grant, waited_s: float) -> None:
-        tags = {"service": grant.service, "tenant": grant.tenant}
-        self.cost.inc(grant.cost, tags)
-        self.grants.inc(1, tags)
-        self.wait.observe(waited_s, {"service": grant.service})
+        """Count a grant in memory; `flush` exports the counts (a grant's answer waits for no exporter)."""
+        counts = self._granted.setdefault((grant.service, grant.tenant), [0, 0.0])
+        counts[0] += 1
+        counts[1] += grant.cost
+        self._waits.append((grant.service, waited_s))
 
-    def observe_stats(self, stats: dict[str, Any]) -> None:
+    def flush(self, stats: dict[str, Any]) -> None:
+        """Export what was counted since the last flush, and the queues' current depths."""
+        granted, self._granted = self._granted, {}
+        waits, self._waits = self._waits, []
+        for (service, tenant), (grants, cost) in granted.items():
+            tags = {"service": service, "tenant": tenant}
+            self.grants.inc(grants, tags)
+            self.cost.inc(cost, tags)
+        for service, waited_s in waits:
+            self.wait.observe(waited_s, {"service": service})
         for service, state in stats["services"].items():
             for tenant, flow in state["tenants"].items():
                 tags = {"service": service, "tenant": tenant}

@@ -12,7 +12,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from scheduler.actor import ACTOR_NAME, NAMESPACE, SchedulerActor
-from scheduler.errors import SchedulerError
+from scheduler.errors import SchedulerError, UnknownTicket
 
 # Every waiting grant holds one of the actor's concurrent calls (RAY_NOTES.md): keep this far above
 # the longest queue the tenants' `max_queued` allow.
@@ -57,39 +57,86 @@ class Admission:
 
 
 class SchedulerClient:
-    """Grants from the scheduler actor, with releases that never block the caller."""
+    """Grants from the scheduler actor, batched per turn of the caller's event loop.
+
+    Every grant request and release made in one turn of the loop goes to the actor in one
+    `submit_many` call, which answers each request at once; only a request that must wait makes a
+    second call (`wait`). Releases never block the caller.
+    """
 
     def __init__(self, actor: Any, renew_every_s: float = 10.0) -> None:
         self.actor = actor
         self.renew_every_s = renew_every_s  # well inside the actor's lease (30 s by default)
         self._releases: list[tuple[int, float | None]] = []
+        self._requests: list[tuple[tuple[str, str, float, str, bool], asyncio.Future[tuple[str, Any]]]] = []
+        self._flush_due = False
 
     async def grant(self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True) -> int:
-        ref = self.actor.grant.remote(service, tenant, cost, priority, wait)
-        try:
-            return int(await ref)
-        except asyncio.CancelledError:
-            ray.cancel(ref)  # the caller left: withdraw the request (or give the grant back)
-            raise
-        except RayTaskError as exc:
-            error = scheduler_error_of(exc)
-            if error is None:
+        """Wait until the request may run; its ticket. Raises the scheduler's errors (`QuotaExceeded`, ...)."""
+        while True:
+            future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+            self._requests.append(((service, tenant, cost, priority, wait), future))
+            self._flush_soon()
+            kind, value = await future  # if the caller leaves here, `_answer` gives the ticket back
+            if kind == "error":
+                raise value
+            if kind == "granted":
+                return int(value)
+            try:
+                return int(await self.actor.wait.remote(value))
+            except asyncio.CancelledError:
+                # The caller left: withdraw the request, or give back the grant that just came.
+                # (`ray.cancel` of the wait would not do: a wait not yet started is dropped unseen.)
+                self.actor.cancel.remote(value)
                 raise
-            raise error from None
+            except RayTaskError as exc:
+                error = scheduler_error_of(exc)
+                if not isinstance(error, UnknownTicket):
+                    raise error or exc from None
+                # The actor restarted while the request waited and forgot it: submit it again.
 
     def release(self, ticket: int, actual_cost: float | None) -> None:
-        """Fire and forget: the caller's answer does not wait for the bookkeeping.
-
-        Releases made in the same turn of the event loop go to the actor in one call (under load,
-        many do). A callback, not a task: it still runs while a closing loop cancels its tasks.
-        """
-        if not self._releases:
-            asyncio.get_running_loop().call_soon(self._flush_releases)
+        """Fire and forget: the caller's answer does not wait for the bookkeeping."""
         self._releases.append((ticket, actual_cost))
+        self._flush_soon()
 
-    def _flush_releases(self) -> None:
-        batch, self._releases = self._releases, []
-        self.actor.release_many.remote(batch)
+    def _flush_soon(self) -> None:
+        # A callback, not a task: it still runs while a closing loop cancels its tasks, so no
+        # release is lost at shutdown.
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        releases, self._releases = self._releases, []
+        requests, self._requests = self._requests, []
+        if not requests:
+            if releases:
+                self.actor.release_many.remote(releases)
+            return
+        ref = self.actor.submit_many.remote(releases, [request for request, _ in requests])
+        asyncio.get_running_loop().create_task(self._answer(ref, [future for _, future in requests]))
+
+    async def _answer(self, ref: Any, futures: list[asyncio.Future[tuple[str, Any]]]) -> None:
+        try:
+            outcomes = await ref
+        except asyncio.CancelledError:
+            # The loop is closing, and so are its callers. Their tickets are unknown here: a granted
+            # one is freed when its lease runs out, a waiting one when it is granted and runs out.
+            for future in futures:
+                future.cancel()
+            raise
+        except Exception as exc:  # the actor failed the whole call: every caller in it gets the error
+            for future in futures:
+                if not future.done():
+                    future.set_exception(scheduler_error_of(exc) or exc)
+            return
+        for future, (kind, value) in zip(futures, outcomes, strict=True):
+            if not future.done():
+                future.set_result((kind, value))
+            elif kind != "error":  # its caller left before the answer came: give the ticket back
+                self.actor.cancel.remote(value)
 
     @asynccontextmanager
     async def admitted(

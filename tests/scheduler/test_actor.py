@@ -123,3 +123,86 @@ def _answers(actor: Any) -> bool:
         return ray.get(actor.ping.remote(), timeout=2) == "pong"
     except ray.exceptions.RayError:
         return False
+
+
+def test_one_batch_answers_each_request_on_its_own(ray_cluster: None) -> None:
+    """Releases, then requests, in one call: granted, waiting, or refused, each for its own caller."""
+    actor = make_actor(dispatch_limit=1)
+    held = ray.get(actor.grant.remote("tts", "a", 1.0))
+    outcomes = ray.get(
+        actor.submit_many.remote(
+            [(held, 1.0)],  # frees the one slot for the first request below
+            [
+                ("tts", "b", 1.0, "default", True),
+                ("tts", "c", 1.0, "default", True),
+                ("nope", "c", 1.0, "default", True),
+            ],
+        )
+    )
+    (kind_b, ticket_b), (kind_c, ticket_c), (kind_bad, error) = outcomes
+    assert (kind_b, kind_c, kind_bad) == ("granted", "waiting", "error")
+    assert error.code == "unknown_service"
+    waiting = actor.wait.remote(ticket_c)
+    assert ray.get(actor.release.remote(ticket_b, 1.0)) is True
+    assert ray.get(waiting, timeout=10) == ticket_c  # granted once b released its slot
+    assert ray.get(actor.release.remote(ticket_c, 1.0)) is True
+    assert stats(actor)["in_flight"] == 0
+
+
+def test_client_batches_concurrent_callers_and_returns_every_slot(ray_cluster: None) -> None:
+    """Many callers in one loop, more than the service's slots: all run, at most `limit` at once."""
+    actor = make_actor(dispatch_limit=2)
+
+    async def run() -> int:
+        client = SchedulerClient(actor)
+        running = peak = 0
+
+        async def one(i: int) -> None:
+            nonlocal running, peak
+            async with client.admitted("tts", f"t{i % 3}", 1.0):
+                running += 1
+                peak = max(peak, running)
+                await asyncio.sleep(0.01)
+                running -= 1
+
+        await asyncio.gather(*(one(i) for i in range(40)))
+        return peak
+
+    assert asyncio.run(run()) == 2
+    wait_until(lambda: stats(actor)["in_flight"] == 0)
+    assert sum(t["served_cost"] for t in stats(actor)["tenants"].values()) == pytest.approx(40.0)
+
+
+def test_caller_that_leaves_while_waiting_gives_its_request_back(ray_cluster: None) -> None:
+    actor = make_actor(dispatch_limit=1)
+    held = ray.get(actor.grant.remote("tts", "a", 1.0))
+
+    async def leave() -> None:
+        client = SchedulerClient(actor)
+        grant = asyncio.ensure_future(client.grant("tts", "b", 1.0))
+        while (await actor.stats.remote())["services"]["tts"]["queued"] == 0:
+            await asyncio.sleep(0.05)
+        grant.cancel()  # the caller leaves while its request waits in the queue
+        with pytest.raises(asyncio.CancelledError):
+            await grant
+        await asyncio.sleep(0.1)  # the withdrawal is sent; leave the loop open for it
+
+    asyncio.run(leave())
+    wait_until(lambda: stats(actor)["queued"] == 0)
+    assert ray.get(actor.release.remote(held, 1.0)) is True
+    assert stats(actor)["in_flight"] == 0
+
+
+def test_waiting_caller_submits_again_after_a_restart(ray_cluster: None) -> None:
+    """A restarted actor forgets the queue: a caller that was waiting submits again and is granted."""
+    actor = make_actor(dispatch_limit=1)
+    ray.get(actor.grant.remote("tts", "a", 1.0))  # the only slot, held by no one who will release it
+
+    @ray.remote(num_cpus=0)
+    def wait_for_grant(actor: Any) -> int:
+        return asyncio.run(SchedulerClient(actor).grant("tts", "b", 1.0))
+
+    waiter = wait_for_grant.remote(actor)
+    wait_until(lambda: stats(actor)["queued"] == 1)
+    ray.kill(actor, no_restart=False)  # the successor has no grants in flight: b's request goes first
+    assert ray.get(waiter, timeout=30) > 0
