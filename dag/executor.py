@@ -6,18 +6,25 @@ join waits for all of its parents by construction, independent branches run side
 node outputs travel through Ray's object store, never through the ingress, the scheduler or the
 artifact store. A node asks the scheduler for its grant only once its inputs are ready.
 
-Every state change is written to the workflow's document and event log before it is announced,
-and every output is persisted as it is produced. When the actor restarts (it was killed, or its
-node died), it resumes each unfinished workflow: completed nodes are read back from the artifact
-store and not run again.
+Every state change is written to the workflow's document and event log in one step, in the order
+the changes happen, and every output is persisted as it is produced, before its node is recorded
+as completed. Those writes run beside the work, not in its way: a node's grant and model call do
+not wait for its "queued" and "running" records, and its children start while its output is
+being stored (a crash before the "completed" record lands runs the node again).
+
+When the actor restarts (it was killed, or its node died), it resumes each unfinished workflow:
+completed nodes are read back from the artifact store and not run again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -27,6 +34,7 @@ from dag.compose import Output, build_request, compose, output_of
 from dag.errors import WorkflowConflict
 from dag.metering import requested_usage, used
 from dag.records import Status, WorkflowRecord, WorkflowStore, now_rfc3339
+from dag.validate import WorkflowPlan
 from deployments.types import ModelError
 from scheduler.client import SchedulerClient, scheduler_error_of
 from scheduler.costs import CostModels
@@ -35,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ACTOR_NAME = "labubu-workflows"
 NAMESPACE = "labubu"
+# A write that fails (the state store restarting) is tried again for this long before it gives up.
+WRITE_RETRY_S = 60.0
 
 
 class NodeFailed(Exception):
@@ -84,7 +94,8 @@ class WorkflowExecutor:
         self.backoff_max_s = float(config.get("backoff_max_s", 10.0))
         self.costs = CostModels.from_config(config.get("cost_models", {}))
         self.records: dict[str, WorkflowRecord] = {}  # the running workflows: the source of truth
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.plans: dict[str, WorkflowPlan] = {}
+        self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
         self.node_refs: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, asyncio.Task[None]] = {}
         self.resumed = False
@@ -168,13 +179,13 @@ class WorkflowExecutor:
 
     def _launch(self, record: WorkflowRecord) -> None:
         self.records[record.key] = record
-        self.locks.setdefault(record.key, asyncio.Lock())
+        self.plans[record.key] = record.plan()
         self.runs[record.key] = asyncio.get_running_loop().create_task(self._run(record))
 
     async def _run(self, record: WorkflowRecord) -> None:
         key = record.key
         try:
-            plan = record.plan()
+            plan = self.plans[key]
             refs: dict[str, Any] = {}
             for node_id in plan.order:
                 node = record.node(node_id)
@@ -189,7 +200,7 @@ class WorkflowExecutor:
             self.node_refs[key] = refs
             if record.status is Status.PENDING:
                 record.data["status"] = Status.RUNNING.value
-                await self._save(record, {"type": "workflow", "status": Status.RUNNING.value})
+                self._write(record, {"type": "workflow", "status": Status.RUNNING.value})
             # Failures are in each node's record; the outcomes themselves are not needed here.
             await asyncio.gather(*refs.values(), return_exceptions=True)
             await self._finish(record)
@@ -200,6 +211,7 @@ class WorkflowExecutor:
             self.runs.pop(key, None)
             self.node_refs.pop(key, None)
             self.records.pop(key, None)
+            self.plans.pop(key, None)
 
     async def _finish(self, record: WorkflowRecord, executor_failed: bool = False) -> None:
         """Settle every node that did not complete, then the workflow's own status."""
@@ -209,7 +221,7 @@ class WorkflowExecutor:
         for node_id, node in record.data["nodes"].items():
             if node["status"] not in (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value):
                 node["status"] = end.value
-                await self._save(record, {"type": "node", "node_id": node_id, "status": end.value})
+                self._write(record, {"type": "node", "node_id": node_id, "status": end.value})
         statuses = {node["status"] for node in record.data["nodes"].values()}
         if cancelled:
             final = Status.CANCELLED
@@ -223,17 +235,52 @@ class WorkflowExecutor:
         log.info("workflow %s", final.value, extra={"tenant": record.tenant, "workflow_id": record.workflow_id})
 
     async def _save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
-        """Persist the document (and an event) in order: one writer per workflow at a time."""
-        lock = self.locks.setdefault(record.key, asyncio.Lock())
-        async with lock:
-            await asyncio.to_thread(self.store.save, record)
-            if event is not None:
-                await asyncio.to_thread(self.store.event, record, event)
+        """Write the document (and an event) after the workflow's earlier writes, and wait for it."""
+        await asyncio.shield(self._write(record, event))
 
-    async def _node_event(self, record: WorkflowRecord, node_id: str, status: Status) -> None:
+    def _write(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> asyncio.Task[None]:
+        """Queue a write of the document as it is now (and an event), after the workflow's earlier writes."""
+        return self._queue(record.key, self.store.save, record.snapshot(), event)
+
+    def _queue(self, key: str, write: Callable[..., Any], *args: Any) -> asyncio.Task[None]:
+        """Run `write(*args)` in a thread once the workflow's earlier writes have ended.
+
+        One workflow's writes land in the order they were queued, so the stored document never
+        shows a node running before its parent completed, nor an output recorded before it is stored.
+        """
+        previous = self.writes.get(key)
+        task = asyncio.get_running_loop().create_task(self._write_after(key, previous, write, args))
+        self.writes[key] = task
+        return task
+
+    async def _write_after(
+        self, key: str, previous: asyncio.Task[None] | None, write: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):  # its failure was logged; this write still goes
+                await asyncio.shield(previous)
+        deadline = time.monotonic() + WRITE_RETRY_S
+        delay = 0.1
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(write, *args)
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        log.exception("a write of workflow %s failed for good", key)
+                        raise
+                    log.warning("a write of workflow %s failed; trying again", key, exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(2.0, delay * 2)
+        finally:
+            if self.writes.get(key) is asyncio.current_task():
+                del self.writes[key]
+
+    def _node_event(self, record: WorkflowRecord, node_id: str, status: Status) -> None:
         node = record.node(node_id)
         event = {"type": "node", "node_id": node_id, "status": status.value, "attempt": node["attempts"]}
-        await self._save(record, event)
+        self._write(record, event)
         log.info(
             "node %s",
             status.value,
@@ -252,11 +299,13 @@ class WorkflowExecutor:
         """Run one node once its parents' outputs (`inputs`, in edge order) are ready."""
         record = self.records[key]
         node = record.node(node_id)
-        plan = record.plan()
+        plan = self.plans[key]
         spec = plan.nodes[node_id]
         if record.data.get("cancel_requested"):
             raise NodeCancelled(node_id)
-        own = await asyncio.to_thread(self.store.get_input, record, node_id)
+        own = None
+        if node_id in record.data["spec"]["inputs"]:
+            own = await asyncio.to_thread(self.store.get_input, record, node_id)
         parts: list[str | Output] = [spec.prompt]
         if own is not None:
             parts.append(own)
@@ -269,19 +318,21 @@ class WorkflowExecutor:
             output = await self._attempts(record, node_id, spec.service, request)
         except asyncio.CancelledError:
             node.update(status=Status.CANCELLED.value, finished_at=now_rfc3339())
-            await self._save(record, {"type": "node", "node_id": node_id, "status": Status.CANCELLED.value})
+            self._write(record, {"type": "node", "node_id": node_id, "status": Status.CANCELLED.value})
             raise
         except Exception as exc:
             node.update(status=Status.FAILED.value, error=describe(exc), finished_at=now_rfc3339())
             self.metrics.node_ended(spec.service, Status.FAILED)
-            await self._save(
+            self._write(
                 record, {"type": "node", "node_id": node_id, "status": Status.FAILED.value, "error": node["error"]}
             )
             raise NodeFailed(f"{node_id}: {node['error']}") from None
-        info = await asyncio.to_thread(self.store.put_output, record, node_id, output)
+        # Stored before the "completed" record (the writes are in order); the children need not wait.
+        self._queue(key, self.store.put_output, record, node_id, output)
+        info = {"content_type": output.content_type, "bytes": len(output.data)}
         node.update(status=Status.COMPLETED.value, output=info, finished_at=now_rfc3339(), error=None)
         self.metrics.node_ended(spec.service, Status.COMPLETED)
-        await self._save(record, {"type": "node", "node_id": node_id, "status": Status.COMPLETED.value})
+        self._write(record, {"type": "node", "node_id": node_id, "status": Status.COMPLETED.value})
         return output
 
     async def _attempts(self, record: WorkflowRecord, node_id: str, service: str, request: Any) -> Output:
@@ -290,11 +341,11 @@ class WorkflowExecutor:
         estimate = self.costs.estimate(service, requested_usage(request))
         for attempt in range(1, self.retries + 2):
             node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)
-            await self._node_event(record, node_id, Status.QUEUED)
+            self._node_event(record, node_id, Status.QUEUED)
             try:
                 async with self.scheduler.admitted(service, record.tenant, estimate, record.priority) as admission:
                     node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
-                    await self._node_event(record, node_id, Status.RUNNING)
+                    self._node_event(record, node_id, Status.RUNNING)
                     result = await handle.run.remote(request)
                     admission.actual_cost = self.costs.actual(service, used(request, result))
                 return output_of(service, result)

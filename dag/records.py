@@ -8,6 +8,7 @@ its own: `delete` removes all three.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -87,6 +88,10 @@ class WorkflowRecord:
     @property
     def priority(self) -> str:
         return str(self.data.get("priority", "default"))
+
+    def snapshot(self) -> WorkflowRecord:
+        """A deep copy, for a writer that stores it later while this one keeps changing."""
+        return WorkflowRecord(json.loads(json.dumps(self.data)))
 
     def node(self, node_id: str) -> dict[str, Any]:
         return self.data["nodes"][node_id]  # type: ignore[no-any-return]
@@ -197,12 +202,13 @@ class WorkflowStore:
     def exists(self, tenant: str, workflow_id: str) -> bool:
         return self.state.get(WORKFLOWS, workflow_key(tenant, workflow_id)) is not None
 
-    def save(self, record: WorkflowRecord) -> None:
+    def save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
+        """Store the document, and with it (in the same step) an event of its log."""
         record.data["updated_at"] = now_rfc3339()
-        self.state.put(WORKFLOWS, record.key, record.data)
-
-    def event(self, record: WorkflowRecord, data: dict[str, Any]) -> int:
-        return self.state.append(record.key, data)
+        if event is None:
+            self.state.put(WORKFLOWS, record.key, record.data)
+        else:
+            self.state.put_and_append(WORKFLOWS, record.key, record.data, record.key, event)
 
     def of_tenant(self, tenant: str, kind: str) -> list[WorkflowRecord]:
         """The tenant's workflows (or tasks), newest first."""

@@ -75,8 +75,7 @@ async def submit(platform: Platform, submission: WorkflowSubmission, principal: 
             inputs[node_id] = {"artifact": key}
 
     record = new_record(principal.tenant, workflow_id, kind, submission.name, submission.priority, plan, inputs)
-    await asyncio.to_thread(platform.workflows.save, record)
-    await asyncio.to_thread(platform.workflows.event, record, {"type": "workflow", "status": Status.PENDING.value})
+    await asyncio.to_thread(platform.workflows.save, record, {"type": "workflow", "status": Status.PENDING.value})
     platform.executor.start.remote(record.key)  # the record is durable: a lost call is resumed on restart
     return record
 

@@ -16,6 +16,8 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,10 @@ class StateStore(ABC):
     @abstractmethod
     def append(self, stream: str, data: dict[str, Any]) -> int:
         """Append an event; its id, one more than the stream's last."""
+
+    @abstractmethod
+    def put_and_append(self, namespace: str, key: str, value: dict[str, Any], stream: str, data: dict[str, Any]) -> int:
+        """`put` and `append` as one step: a reader never sees the event without the document's change."""
 
     @abstractmethod
     def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
@@ -114,7 +120,11 @@ class SqliteStore(StateStore):
         return json.loads(row[0]) if row else None
 
     def put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
-        self.db.execute(
+        self._put(self.db, namespace, key, value)
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, namespace: str, key: str, value: dict[str, Any]) -> None:
+        db.execute(
             "INSERT INTO documents (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
             (namespace, key, dumps(value), time.time()),
@@ -132,15 +142,29 @@ class SqliteStore(StateStore):
         return [(key, json.loads(value)) for key, value in rows]
 
     def append(self, stream: str, data: dict[str, Any]) -> int:
+        with self._transaction() as db:  # the next id and the insert as one step
+            return self._append(db, stream, data)
+
+    def put_and_append(self, namespace: str, key: str, value: dict[str, Any], stream: str, data: dict[str, Any]) -> int:
+        with self._transaction() as db:
+            self._put(db, namespace, key, value)
+            return self._append(db, stream, data)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")  # the next id and the insert as one step
+        db.execute("BEGIN IMMEDIATE")
         try:
-            (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events WHERE stream=?", (stream,)).fetchone()
-            db.execute("INSERT INTO events (stream, id, data) VALUES (?, ?, ?)", (stream, last + 1, dumps(data)))
+            yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @staticmethod
+    def _append(db: sqlite3.Connection, stream: str, data: dict[str, Any]) -> int:
+        (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events WHERE stream=?", (stream,)).fetchone()
+        db.execute("INSERT INTO events (stream, id, data) VALUES (?, ?, ?)", (stream, last + 1, dumps(data)))
         return int(last + 1)
 
     def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
@@ -158,6 +182,13 @@ class SqliteStore(StateStore):
 
 # Appends the event with the next id of its stream, atomically: ids are `<n>-1`, n = 1, 2, 3, ...
 _APPEND_SCRIPT = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], n .. '-1', 'data', ARGV[1])
+return n
+"""
+# The same, after setting a document's field, in one atomic step.
+_PUT_AND_APPEND_SCRIPT = """
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], n .. '-1', 'data', ARGV[1])
 return n
@@ -208,6 +239,10 @@ class RedisStore(StateStore):
 
     def append(self, stream: str, data: dict[str, Any]) -> int:
         return int(self.redis.eval(_APPEND_SCRIPT, 2, *self._stream_keys(stream), dumps(data)))
+
+    def put_and_append(self, namespace: str, key: str, value: dict[str, Any], stream: str, data: dict[str, Any]) -> int:
+        keys = [*self._stream_keys(stream), self._hash(namespace)]
+        return int(self.redis.eval(_PUT_AND_APPEND_SCRIPT, 3, *keys, dumps(data), key, dumps(value)))
 
     def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
         entries = self.redis.xrange(self._stream_keys(stream)[0], min=f"({after}-1", max="+", count=limit)

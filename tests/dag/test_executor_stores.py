@@ -54,8 +54,7 @@ def executor(platform_url: str, cluster_store: WorkflowStore) -> Any:
 def start(store: WorkflowStore, executor: Any, body: dict[str, Any]) -> str:
     plan = plan_workflow(WorkflowSubmission.model_validate(body))
     record = new_record("acme", f"wf_{uuid.uuid4().hex[:12]}", "workflow", None, "default", plan, {})
-    store.save(record)
-    store.event(record, {"type": "workflow", "status": "pending"})
+    store.save(record, {"type": "workflow", "status": "pending"})
     ray.get(executor.start.remote(record.key))
     return record.key
 

@@ -59,6 +59,25 @@ def test_event_ids_count_from_one_and_resume(store: StateStore) -> None:
     assert store.read("wf-1") == [] and store.append("wf-1", {}) == 1
 
 
+def test_put_and_append_share_one_sequence_with_append(store: StateStore) -> None:
+    assert store.append("wf", {"n": 0}) == 1
+    assert store.put_and_append("docs", "wf", {"status": "running"}, "wf", {"n": 1}) == 2
+    assert store.get("docs", "wf") == {"status": "running"}
+    assert store.put_and_append("docs", "wf", {"status": "done"}, "wf", {"n": 2}) == 3
+    assert store.get("docs", "wf") == {"status": "done"}
+    assert [e.data["n"] for e in store.read("wf")] == [0, 1, 2]
+
+
+def test_put_and_append_is_one_step(tmp_path: Path) -> None:
+    """A failing append takes the document's change back with it (SQLite: one transaction)."""
+    store = SqliteStore(tmp_path / "state.sqlite3")
+    store.put("docs", "wf", {"status": "pending"})
+    with pytest.raises(TypeError):
+        store.put_and_append("docs", "wf", {"status": "running"}, "wf", {"not json": object()})
+    assert store.get("docs", "wf") == {"status": "pending"}
+    assert store.read("wf") == []
+
+
 def test_concurrent_appends_get_distinct_consecutive_ids(store: StateStore) -> None:
     results: list[int] = []
     lock = threading.Lock()
