@@ -33,7 +33,8 @@ Errors are `{"error": {"code", "message", "details"}}`."""
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Labubu AI Platform", version="1.0.0", description=DESCRIPTION)
+    # No redirects for a trailing slash: every answer is a documented status (a 404 for a path we lack).
+    app = FastAPI(title="Labubu AI Platform", version="1.0.0", description=DESCRIPTION, redirect_slashes=False)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, settings=current_settings)
     app.add_middleware(RequestMetricsMiddleware)
