@@ -1,4 +1,4 @@
-"""JWT rules of API.md, checked on the verifier itself (HTTP-level checks are in test_http_auth.py)."""
+"""JWT rules of API.md, checked on the verifier itself (through HTTP on every route: test_attacks.py)."""
 
 from __future__ import annotations
 
