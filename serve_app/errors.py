@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dag.errors import DagError
@@ -21,6 +23,11 @@ from scheduler.errors import SchedulerError
 
 # The errors of the packages below the ingress: each carries `code`, `status`, `message`, `details`.
 DOMAIN_ERRORS = (ModelError, SchedulerError, DagError)
+
+# A replica or actor that died mid-call, cannot be reached, or has no room (Serve replaces and
+# scales them): the same call can succeed in a moment, so these are a 503, not a 500.
+UNAVAILABLE_ERRORS = (RayActorError, BackPressureError)
+UNAVAILABLE_RETRY_AFTER_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +105,8 @@ def error_response(
 
 
 def api_error_of(exc: BaseException) -> ApiError | None:
-    """The HTTP error for a domain error, whether Ray hands it over as is or wrapped; else None."""
+    """The HTTP error for a domain error or an unavailable replica, whether Ray hands it over as is
+    or wrapped; else None."""
     current: BaseException | None = exc
     for _ in range(5):
         if current is None:
@@ -108,8 +116,11 @@ def api_error_of(exc: BaseException) -> ApiError | None:
         if isinstance(current, DOMAIN_ERRORS):
             retry_after = getattr(current, "retry_after_s", None)
             if retry_after is None and current.status == 503:
-                retry_after = 5.0
+                retry_after = UNAVAILABLE_RETRY_AFTER_S
             return ApiError(current.status, current.code, current.message, current.details, retry_after)
+        if isinstance(current, UNAVAILABLE_ERRORS):
+            message = "the replica serving this call failed or is busy; try again"
+            return ApiError(503, "service_unavailable", message, retry_after=UNAVAILABLE_RETRY_AFTER_S)
         cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
         current = cause if isinstance(cause, BaseException) else current.__cause__
     return None
