@@ -29,19 +29,20 @@ async def follow_capacity(platform: Any, app_name: str) -> None:
     """Forever: read the replicas of each modality and set the scheduler's limits to match."""
     from ray import serve
 
-    applied: dict[str, int] = {}
     while True:
         try:
             status = await asyncio.to_thread(serve.status)
             deployments = status.applications[app_name].deployments
+            # Compared with the scheduler's limits as they are, not as last set: a restarted
+            # scheduler starts again from its configured ones.
+            current = (await platform.scheduler.call("stats"))["services"]
             for service in SERVICES:
                 states: dict[Any, int] = dict(deployments[service].replica_states)
                 running = states.get("RUNNING", 0)
                 max_ongoing = (await platform.status(service)).get("max_ongoing_requests") or 2
                 limit = dispatch_limit(running, int(max_ongoing))
-                if applied.get(service) != limit:
+                if current[service]["dispatch_limit"] != limit:
                     await platform.scheduler.call("set_dispatch_limit", service, limit)
-                    applied[service] = limit
                     log.info("dispatch limit of %s: %d (%d replicas)", service, limit, running)
         except Exception:  # the controller may be busy or restarting: try again next round
             log.exception("could not follow the deployments' capacity")
