@@ -1,0 +1,154 @@
+"""Faults of a workflow executor that keeps its state in Redis: Redis dies and comes back while a
+workflow runs (the executor reconnects, the workflow completes), and the executor itself is killed
+mid-workflow (its successor resumes the workflow from Redis).
+
+The Redis server is this module's own process, on a free loopback port, killed with SIGKILL and
+started again on the same port and files (never the machine's server on 6379). It persists every
+write (append-only file, fsync always), as a production Redis for workflow state would, so the
+kill loses nothing that was acknowledged. A second executor actor (unnamed, like the one of
+tests/dag/test_executor_stores.py) keeps its workflows there and runs them on the session
+platform's deployments and scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import redis
+
+from dag.executor import WorkflowExecutor
+from dag.records import WorkflowStore, output_key
+from state.artifacts import LocalArtifactStore
+from state.store import RedisStore
+from tests.conftest import free_port
+from tests.dag.test_executor_stores import llm, start, wait_final
+from tests.faults.test_kills import wait_until
+
+pytestmark = pytest.mark.ray
+
+
+class RedisServer:
+    """A redis-server process of the test's own; `kill` and `start` it at will."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert self.process.poll() is None, "redis-server exited"
+                assert time.monotonic() < deadline, "redis-server did not answer"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    if server.process is not None:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def store(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> WorkflowStore:
+    artifacts = LocalArtifactStore(tmp_path_factory.mktemp("artifacts"))
+    return WorkflowStore(RedisStore(redis_server.url, prefix=f"faults-{uuid.uuid4().hex[:8]}"), artifacts)
+
+
+@pytest.fixture(scope="module")
+def executor(platform_url: str, store: WorkflowStore) -> Iterator[Any]:
+    scheduler = ray.get_actor("labubu-scheduler", namespace="labubu")
+    options = {"max_restarts": -1, "max_concurrency": 1000}
+    actor = ray.remote(WorkflowExecutor).options(**options).remote(store, scheduler, {"app_name": "labubu"})
+    yield actor
+    ray.kill(actor)
+
+
+def test_redis_restart_mid_workflow(redis_server: RedisServer, store: WorkflowStore, executor: Any) -> None:
+    body = {
+        "nodes": {"first": llm("Write a long story about a lighthouse keeper.", 96), "second": llm("Say a word.", 4)},
+        "edges": [{"from": "first", "to": "second"}],
+    }
+    key = start(store, executor, body)
+    wait_until(lambda: store.find(key).node("first")["status"] == "running", 120, "the first node to run")  # type: ignore[union-attr]
+    redis_server.kill()
+    # The first node's output lands in the artifact store (files, not Redis) when its model call
+    # ends: from then on the executor has a "completed" record to write, and Redis is down.
+    tenant, workflow_id = key.split("/")
+    wait_until(lambda: store.artifacts.info(output_key(tenant, workflow_id, "first")) is not None, 120, "the output")
+    time.sleep(2.0)  # the executor's writes meet a closed port for a while
+    redis_server.start()
+
+    data = wait_final(store, key)
+    assert data["status"] == "completed", data["nodes"]
+    assert data["nodes"]["first"]["attempts"] == 1  # the outage cost no model call
+    assert data["nodes"]["second"]["status"] == "completed"
+    events = store.state.read(key)
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert [e.data["status"] for e in events if e.data["type"] == "workflow"] == ["pending", "running", "completed"]
+    first = [e.data["status"] for e in events if e.data.get("node_id") == "first"]
+    assert first == ["queued", "running", "completed"]
+
+
+def pid(actor: Any) -> int:
+    return int(ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=10))
+
+
+def answered_by_a_new_process(actor: Any, old_pid: int) -> bool:
+    try:
+        return pid(actor) != old_pid
+    except ray.exceptions.RayError:  # restarting
+        return False
+
+
+def test_executor_killed_mid_workflow_resumes_from_redis(store: WorkflowStore, executor: Any) -> None:
+    body = {
+        "nodes": {"first": llm("Say hello."), "second": llm("Write a long story about a lighthouse keeper.", 96)},
+        "edges": [{"from": "first", "to": "second"}],
+    }
+    key = start(store, executor, body)
+    wait_until(
+        lambda: store.find(key).node("second")["status"] in ("queued", "running"),  # type: ignore[union-attr]
+        120,
+        "the second node to start",
+    )
+    killed = pid(executor)
+    ray.kill(executor, no_restart=False)
+    # `ray.kill` returns before the process is gone, and a call made at once is often still
+    # answered by the dying instance: only an answer from another process shows the successor.
+    wait_until(lambda: answered_by_a_new_process(executor, killed), 120, "the restarted executor")
+    ray.get(executor.ping.remote(), timeout=60)  # an executor resumes unfinished workflows on its first call
+
+    data = wait_final(store, key)
+    assert data["status"] == "completed", data["nodes"]
+    assert data["nodes"]["first"]["attempts"] == 1  # completed before the kill: read back, not run again
+    assert data["nodes"]["second"]["status"] == "completed"
