@@ -1,18 +1,15 @@
-"""Faults of a workflow executor that keeps its state in Redis: Redis dies and comes back while a
-workflow runs (the executor reconnects, the workflow completes), and the executor itself is killed
-mid-workflow (its successor resumes the workflow from Redis).
+"""Redis dies and comes back while a workflow runs: the executor reconnects and the workflow completes.
 
 The Redis server is this module's own process, on a free loopback port, killed with SIGKILL and
 started again on the same port and files (never the machine's server on 6379). It persists every
 write (append-only file, fsync always), as a production Redis for workflow state would, so the
-kill loses nothing that was acknowledged. A second executor actor (unnamed, like the one of
-tests/dag/test_executor_stores.py) keeps its workflows there and runs them on the session
-platform's deployments and scheduler.
+kill loses nothing that was acknowledged. A second executor actor (unnamed, like the one that
+tests/dag/test_executor_stores.py kills mid-workflow) keeps its workflows there and runs them on
+the session platform's deployments and scheduler.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -87,15 +84,14 @@ def store(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def executor(platform_url: str, store: WorkflowStore) -> Iterator[Any]:
     scheduler = ray.get_actor("labubu-scheduler", namespace="labubu")
-    options = {"max_restarts": -1, "max_concurrency": 1000}
-    actor = ray.remote(WorkflowExecutor).options(**options).remote(store, scheduler, {"app_name": "labubu"})
+    actor = ray.remote(WorkflowExecutor).options(max_concurrency=1000).remote(store, scheduler, {"app_name": "labubu"})
     yield actor
     ray.kill(actor)
 
 
 def test_redis_restart_mid_workflow(redis_server: RedisServer, store: WorkflowStore, executor: Any) -> None:
     body = {
-        "nodes": {"first": llm("Write a long story about a lighthouse keeper.", 96), "second": llm("Say a word.", 4)},
+        "nodes": {"first": llm("Write a long story about a lighthouse keeper.", 48), "second": llm("Say a word.", 4)},
         "edges": [{"from": "first", "to": "second"}],
     }
     key = start(store, executor, body)
@@ -117,38 +113,3 @@ def test_redis_restart_mid_workflow(redis_server: RedisServer, store: WorkflowSt
     assert [e.data["status"] for e in events if e.data["type"] == "workflow"] == ["pending", "running", "completed"]
     first = [e.data["status"] for e in events if e.data.get("node_id") == "first"]
     assert first == ["queued", "running", "completed"]
-
-
-def pid(actor: Any) -> int:
-    return int(ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=10))
-
-
-def answered_by_a_new_process(actor: Any, old_pid: int) -> bool:
-    try:
-        return pid(actor) != old_pid
-    except ray.exceptions.RayError:  # restarting
-        return False
-
-
-def test_executor_killed_mid_workflow_resumes_from_redis(store: WorkflowStore, executor: Any) -> None:
-    body = {
-        "nodes": {"first": llm("Say hello."), "second": llm("Write a long story about a lighthouse keeper.", 96)},
-        "edges": [{"from": "first", "to": "second"}],
-    }
-    key = start(store, executor, body)
-    wait_until(
-        lambda: store.find(key).node("second")["status"] in ("queued", "running"),  # type: ignore[union-attr]
-        120,
-        "the second node to start",
-    )
-    killed = pid(executor)
-    ray.kill(executor, no_restart=False)
-    # `ray.kill` returns before the process is gone, and a call made at once is often still
-    # answered by the dying instance: only an answer from another process shows the successor.
-    wait_until(lambda: answered_by_a_new_process(executor, killed), 120, "the restarted executor")
-    ray.get(executor.ping.remote(), timeout=60)  # an executor resumes unfinished workflows on its first call
-
-    data = wait_final(store, key)
-    assert data["status"] == "completed", data["nodes"]
-    assert data["nodes"]["first"]["attempts"] == 1  # completed before the kill: read back, not run again
-    assert data["nodes"]["second"]["status"] == "completed"
