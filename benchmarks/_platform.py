@@ -18,10 +18,10 @@ import httpx  # noqa: E402
 SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
 
 
-def token(tenant: str) -> str:
+def token(tenant: str, role: str = "user") -> str:
     from serve_app.auth import issue_token
 
-    return issue_token(SECRET, tenant=tenant)
+    return issue_token(SECRET, tenant=tenant, role=role)
 
 
 def client(base: str, tenant: str = "bench") -> httpx.Client:
