@@ -38,8 +38,13 @@ class Status(str, Enum):
         return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.SKIPPED)
 
 
+def rfc3339(moment: datetime) -> str:
+    """An aware datetime as API.md writes timestamps: UTC, milliseconds, `Z`."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(timezone.utc))
 
 
 def workflow_key(tenant: str, workflow_id: str) -> str:

@@ -4,6 +4,9 @@ A call goes to the first backend that is loaded and not cooling down. When it ra
 error or times out, the next backend answers. A backend that fails `failure_threshold` times in a
 row is skipped for `cooldown_s`; after that it gets one more chance. Errors that are the client's
 (`InvalidInput`) are raised at once: another backend would refuse the same input.
+
+An admin may reorder the chain and disable backends at run time (`arrange`); a disabled backend is
+skipped by every call from then on, and keeps its health so that `/v1/admin/models` still shows it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,15 @@ from deployments.types import (
 
 log = logging.getLogger(__name__)
 
+DISABLED_REASON = "disabled by an admin"
+
+
+def arranged(configured: Sequence[str], order: Sequence[str]) -> list[str]:
+    """The configured backend names, those named in `order` first and in that order, the others
+    after them in their configured order."""
+    chosen = [name for name in dict.fromkeys(order) if name in configured]
+    return chosen + [name for name in configured if name not in chosen]
+
 
 @dataclass
 class BackendState:
@@ -36,18 +48,19 @@ class BackendState:
     last_error: str | None = None
     calls: int = 0
     failures: int = 0
-    disabled: bool = False
+    disabled: bool = False  # by an admin; `status` stays the machinery's own view
 
     def status(self, now: float) -> str:
         if not self.loaded:
             return "unavailable"
-        if self.disabled:
-            return "disabled"
         if now < self.cooling_until:
             return "cooling_down"
         if self.consecutive_failures:
             return "failing"
         return "ready"
+
+    def reason(self) -> str | None:
+        return DISABLED_REASON if self.disabled else self.load_error or self.last_error
 
 
 class BackendChain:
@@ -65,6 +78,7 @@ class BackendChain:
         if not backends:
             raise ValueError("a modality needs at least one backend")
         self.states = [BackendState(b) for b in backends]
+        self.configured = [s.backend.name for s in self.states]
         self.timeout_s = timeout_s
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
@@ -81,6 +95,14 @@ class BackendChain:
             else:
                 state.loaded = True
 
+    def arrange(self, order: Sequence[str], disabled: Collection[str]) -> None:
+        """Put the backends in an admin's `order` and disable those named in `disabled`; names the
+        chain does not have are ignored (the config may have changed since the admin's choice)."""
+        by_name = {s.backend.name: s for s in self.states}
+        self.states = [by_name[name] for name in arranged(self.configured, order)]
+        for state in self.states:
+            state.disabled = state.backend.name in disabled
+
     # -------------------------------------------------------------- state
 
     def infos(self) -> list[BackendInfo]:
@@ -89,8 +111,8 @@ class BackendChain:
             BackendInfo(
                 name=s.backend.name,
                 model=s.backend.model,
-                ready=s.status(now) in ("ready", "failing"),
-                reason=s.load_error or s.last_error,
+                ready=s.status(now) in ("ready", "failing") and not s.disabled,
+                reason=s.reason(),
                 voices=list(getattr(s.backend, "voices", [])),
             )
             for s in self.states
@@ -104,9 +126,10 @@ class BackendChain:
                 "backend": s.backend.name,
                 "model": s.backend.model,
                 "status": s.status(now),
-                "reason": s.load_error or s.last_error,
+                "reason": s.reason(),
                 "calls": s.calls,
                 "failures": s.failures,
+                "disabled": s.disabled,
             }
             for s in self.states
         ]
@@ -122,7 +145,7 @@ class BackendChain:
         return any(s.loaded and not s.disabled for s in self.states)
 
     def unavailable_reason(self) -> str:
-        reasons = [f"{s.backend.name}: {s.load_error or s.last_error or s.status(self.clock())}" for s in self.states]
+        reasons = [f"{s.backend.name}: {s.reason() or s.status(self.clock())}" for s in self.states]
         return "no backend can serve this request (" + "; ".join(reasons) + ")"
 
     def _candidates(self) -> list[BackendState]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from deployments.control import ReplicaControl
 from deployments.failover import BackendChain
 from deployments.registry import build_backend
 from deployments.types import SERVICES, Backend, ModelUnavailable
+from state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,12 @@ class ModalityServer:
     The deployment's `max_ongoing_requests` is two more: the scheduler lets one call wait here per
     replica (which tells Serve's autoscaler there is a backlog) and one slot stays free for status
     and health calls (serve_app/capacity.py).
+
+    With a `store`, the replica follows the admin's arrangement of its backends and reports their
+    health (deployments/control.py); it must then be made inside its event loop, as Serve does.
     """
 
-    def __init__(self, service: str, config: dict[str, Any]) -> None:
+    def __init__(self, service: str, config: dict[str, Any], store: StateStore | None = None) -> None:
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}")
         self.service = service
@@ -60,6 +66,15 @@ class ModalityServer:
         )
         self.chain.load()
         self.slots = asyncio.Semaphore(int(config.get("concurrency", 1)))
+        self.control = ReplicaControl(store, service, replica_name(), self.chain) if store is not None else None
+        if self.control is not None:
+            self.control.follow()
+            self.reporting = asyncio.get_running_loop().create_task(self.control.report_forever())
+
+    def follow_admin(self) -> None:
+        """Apply an admin's change to the backends' order before this call, on every replica alike."""
+        if self.control is not None:
+            self.control.follow()
 
     def _build(self, spec: dict[str, Any]) -> Backend:
         try:
@@ -68,12 +83,14 @@ class ModalityServer:
             return UnloadableBackend(spec["name"], f"cannot import its engine ({exc}); install the extra it needs")
 
     async def run(self, request: Any) -> Any:
+        self.follow_admin()
         if not self.chain.ready():
             raise ModelUnavailable(self.chain.unavailable_reason())
         async with self.slots:
             return await self.chain.run(request)
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
+        self.follow_admin()
         if not self.chain.ready():
             raise ModelUnavailable(self.chain.unavailable_reason())
         async with self.slots:
@@ -86,11 +103,13 @@ class ModalityServer:
         Backends that never loaded (weights missing offline) do not fail it: a new replica would
         not find them either, and `/readyz` already says why.
         """
+        self.follow_admin()
         if self.chain.broken():
             raise RuntimeError(f"{self.service}: every backend is failing: {self.chain.unavailable_reason()}")
 
     async def status(self) -> dict[str, Any]:
         """Readiness and the backends in failover order, for `/readyz` and `/v1/models`."""
+        self.follow_admin()
         return {
             "service": self.service,
             "max_ongoing_requests": max_ongoing_requests(),
@@ -101,17 +120,28 @@ class ModalityServer:
         }
 
 
-def max_ongoing_requests() -> int | None:
-    """This replica's `max_ongoing_requests`, or None outside a Serve replica."""
+def replica_context() -> Any | None:
+    """Serve's context of this replica, or None outside a Serve replica."""
     from ray import serve
+    from ray.serve.exceptions import RayServeException
 
     try:
-        context = serve.get_replica_context()
-    except RuntimeError:
+        return serve.get_replica_context()
+    except RayServeException:
         return None
+
+
+def max_ongoing_requests() -> int | None:
+    """This replica's `max_ongoing_requests`, or None outside a Serve replica."""
     # Serve keeps the deployment config on the replica context; the public API has no getter yet.
-    config = getattr(context, "_deployment_config", None)
+    config = getattr(replica_context(), "_deployment_config", None)
     return getattr(config, "max_ongoing_requests", None)
+
+
+def replica_name() -> str:
+    """Serve's id of this replica; outside Serve, the process id."""
+    context = replica_context()
+    return str(context.replica_id.unique_id) if context is not None else f"pid-{os.getpid()}"
 
 
 def modality_deployment(service: str):  # -> serve.Deployment

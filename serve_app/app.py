@@ -18,7 +18,7 @@ from serve_app.deps import current_settings, set_platform
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
-from serve_app.routes import admin, console, health, openai
+from serve_app.routes import admin, console, health, keys, models, openai
 from serve_app.routes import workflows as workflow_routes
 from serve_app.settings import Settings
 from state.artifacts import open_artifacts
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Labubu: multi-tenant, multimodal AI serving on Ray Serve.
 
-Every route but `/healthz`, `/readyz`, `/docs` and `/openapi.json` takes `Authorization: Bearer <JWT>`.
+Every route but `/healthz`, `/readyz`, `/docs` and `/openapi.json` takes `Authorization: Bearer <JWT or API key>`.
 Errors are `{"error": {"code", "message", "details"}}`."""
 
 
@@ -41,6 +41,8 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
+    app.include_router(models.router)
     app.include_router(workflow_routes.router)
     app.include_router(console.router)
     return app
@@ -85,10 +87,12 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """
     settings = Settings.load(args)
     options = settings.deployment_options
+    # The modality replicas read an admin's arrangement of their backends from the state store.
+    store = open_store(settings.redis_url, settings.data_path)
     handles = {
         service: modality_deployment(service)
         .options(**options.get(service, {}))
-        .bind(service, settings.services[service])
+        .bind(service, settings.services[service], store)
         for service in SERVICES
     }
     ingress: Any = Ingress  # a serve.Deployment once decorated; mypy sees the class

@@ -45,11 +45,25 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message)
 
 
-class TokenVerifier:
-    """Checks bearer tokens against the one configured algorithm and key."""
+# A token is a few hundred bytes; anything far larger is refused before it is parsed.
+MAX_TOKEN_BYTES = 8192
 
-    # A token is a few hundred bytes; anything far larger is refused before it is parsed.
-    MAX_TOKEN_BYTES = 8192
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header: a JWT or an API key."""
+    if not authorization:
+        raise unauthorized("an `Authorization: Bearer <token>` header is required")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("the Authorization header must be `Bearer <token>`")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise unauthorized("the token is too large")
+    return token
+
+
+class TokenVerifier:
+    """Checks JWTs against the one configured algorithm and key."""
 
     def __init__(self, key: str, algorithm: str) -> None:
         if algorithm not in ("HS256", "RS256"):
@@ -57,15 +71,7 @@ class TokenVerifier:
         self.key = key
         self.algorithm = algorithm
 
-    def verify(self, authorization: str | None) -> Principal:
-        if not authorization:
-            raise unauthorized("an `Authorization: Bearer <token>` header is required")
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise unauthorized("the Authorization header must be `Bearer <token>`")
-        if len(token) > self.MAX_TOKEN_BYTES:
-            raise unauthorized("the token is too large")
+    def verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
                 token,

@@ -34,7 +34,9 @@ def current_settings() -> Settings:
 
 # Declares the bearer scheme on every authenticated route of /openapi.json (for clients and the
 # fuzz test); the header itself is checked by the platform's verifier, whose 401s say what is wrong.
-bearer_scheme = HTTPBearer(auto_error=False, description="A JWT of the caller's tenant (API.md, Auth)")
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="A JWT, or an API key `lbk_...`, of the caller's tenant (API.md, Auth)"
+)
 
 
 def authenticated(

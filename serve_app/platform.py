@@ -22,9 +22,11 @@ from dag.records import WorkflowStore
 from deployments.types import SERVICES, LLMChunk
 from scheduler.client import Admission, SchedulerClient
 from scheduler.costs import CostModels, Usage
-from serve_app.auth import Principal, TokenVerifier
+from serve_app.auth import Principal, TokenVerifier, bearer_token
 from serve_app.capacity import follow_capacity
 from serve_app.errors import ApiError, api_error_of
+from serve_app.keys import PREFIX as API_KEY_PREFIX
+from serve_app.keys import ApiKeys
 from serve_app.settings import Settings
 from state.store import StateStore
 
@@ -56,6 +58,7 @@ class Platform:
         self.executor = executor
         self.costs = CostModels.from_config(settings.scheduler.get("cost_models", {}))
         self.verifier = TokenVerifier(settings.jwt_verify_key, settings.jwt_algorithm)
+        self.keys = ApiKeys(store, settings.api_key_secret)
         self._status: dict[str, tuple[float, dict[str, Any]]] = {}
         self._background: list[asyncio.Task[None]] = []
         self.app_name = app_name
@@ -80,7 +83,11 @@ class Platform:
     # -------------------------------------------------------------- auth
 
     def authenticate(self, request: Request) -> Principal:
-        return self.verifier.verify(request.headers.get("authorization"))
+        """The caller of a JWT or of an API key (a JWT never starts with `lbk_`: it is base64 JSON)."""
+        token = bearer_token(request.headers.get("authorization"))
+        if token.startswith(API_KEY_PREFIX):
+            return self.keys.verify(token)
+        return self.verifier.verify(token)
 
     # -------------------------------------------------------------- models
 

@@ -7,6 +7,8 @@ deployment gets the part it needs as its constructor arguments.
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Mapping
@@ -43,6 +45,8 @@ class Settings:
     data_dir: str = "~/.labubu"
     jwt_secret: str = ""
     jwt_public_key: str = ""
+    # Keys the hashes of API keys (serve_app/keys.py); every ingress replica must have the same.
+    api_key_secret: str = ""
     max_body_bytes: int = 25 * MiB
     # A request body must arrive in full within this many seconds of its first byte being asked
     # for (408 otherwise): a client that trickles a body cannot hold a request slot for long.
@@ -131,11 +135,20 @@ class Settings:
             settings.image_backends = env["LABUBU_IMAGE_BACKENDS"]
         settings.jwt_secret = env.get("LABUBU_JWT_SECRET", "")
         settings.jwt_public_key = env.get("LABUBU_JWT_PUBLIC_KEY", "")
+        settings.api_key_secret = env.get("LABUBU_API_KEY_SECRET", "")
 
         settings._apply_image_backends()
         settings.validate()
         if not settings.jwt_secret and not settings.jwt_public_key:
-            settings.jwt_secret = local_jwt_secret(settings.data_path)
+            settings.jwt_secret = local_secret(settings.data_path, "jwt_secret")
+        if not settings.api_key_secret:
+            # Derived from the JWT secret, which every replica already shares, so that a cluster
+            # needs no second secret; domain-separated, so neither reveals the other.
+            settings.api_key_secret = (
+                hmac.new(settings.jwt_secret.encode(), b"labubu api keys", hashlib.sha256).hexdigest()
+                if settings.jwt_secret
+                else local_secret(settings.data_path, "api_key_secret")
+            )
         return settings
 
     @property
@@ -170,13 +183,13 @@ class Settings:
         return cls(**data)
 
 
-def local_jwt_secret(data_dir: Path) -> str:
-    """The single-machine signing secret, made once and kept in the data directory.
+def local_secret(data_dir: Path, name: str) -> str:
+    """A single-machine secret, made once and kept in the data directory.
 
-    It lets `labubu token` and a locally started platform agree with no configuration; a
-    cluster sets `LABUBU_JWT_SECRET` (or a public key) instead.
+    It lets `labubu token` and a locally started platform agree with no configuration; a cluster
+    sets `LABUBU_JWT_SECRET` (or a public key and `LABUBU_API_KEY_SECRET`) instead.
     """
-    path = data_dir / "jwt_secret"
+    path = data_dir / name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         try:

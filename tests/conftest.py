@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.gemini_server import FakeGemini
+
 TEST_JWT_SECRET = "test-secret-for-the-labubu-test-suite-only-0123456789"
 
 
@@ -97,9 +99,22 @@ def deploy_platform(data_dir: Path, args: dict | None = None, **env: str) -> str
 
 
 @pytest.fixture(scope="session")
-def platform_url(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The whole platform, deployed once with the CPU models and the tiny-random image fixtures."""
-    return deploy_platform(tmp_path_factory.mktemp("labubu-data"))
+def session_gemini() -> Iterator[FakeGemini]:
+    """The fake Gemini server that is `llm`'s second backend on the session's platform."""
+    with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def platform_url(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory, session_gemini: FakeGemini) -> str:
+    """The whole platform, deployed once with the CPU models and the tiny-random image fixtures.
+
+    `llm` fails over from llama.cpp to a cloud, the fake Gemini: reached only if llama.cpp fails,
+    or when a test puts it first (tests/serve_app/test_http_models.py).
+    """
+    gemini = {"name": "gemini", "options": {"api_key": "fake", "base_url": session_gemini.url}}
+    llm = {"backends": [{"name": "llama_cpp"}, gemini]}
+    return deploy_platform(tmp_path_factory.mktemp("labubu-data"), args={"services": {"llm": llm}})
 
 
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:

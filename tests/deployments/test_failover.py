@@ -151,3 +151,35 @@ async def test_broken_when_every_loaded_backend_cools_down() -> None:
 
 def test_backends_that_never_loaded_are_not_broken() -> None:
     assert not chain(ScriptedBackend("a", loads=False)).broken()
+
+
+async def test_arrange_reorders_and_a_disabled_backend_is_skipped_at_once() -> None:
+    first, second, third = ScriptedBackend("a"), ScriptedBackend("b"), ScriptedBackend("c")
+    made = chain(first, second, third)
+    made.arrange(["c", "a"], disabled=[])
+    assert [entry["backend"] for entry in made.health()] == ["c", "a", "b"]  # b keeps its place after them
+    assert (await made.run(REQUEST)).text == "c"
+    made.arrange(["c", "a"], disabled=["c"])
+    assert (await made.run(REQUEST)).text == "a"
+    assert third.calls == 1  # the disabled backend was not called
+    entry = made.health()[0]
+    assert (entry["status"], entry["disabled"], entry["reason"]) == ("ready", True, "disabled by an admin")
+    assert [(info.name, info.ready) for info in made.infos()] == [("c", False), ("a", True), ("b", True)]
+
+
+async def test_arrange_ignores_names_the_chain_lacks_and_can_be_undone() -> None:
+    made = chain(ScriptedBackend("a"), ScriptedBackend("b"))
+    made.arrange(["gone", "b"], disabled=["gone"])
+    assert [entry["backend"] for entry in made.health()] == ["b", "a"]
+    made.arrange([], disabled=[])  # the configured order again
+    assert [entry["backend"] for entry in made.health()] == ["a", "b"]
+    assert (await made.run(REQUEST)).text == "a"
+
+
+async def test_every_backend_disabled_is_model_unavailable_and_not_ready() -> None:
+    made = chain(ScriptedBackend("a"))
+    made.arrange([], disabled=["a"])
+    assert not made.ready()
+    with pytest.raises(ModelUnavailable) as caught:
+        await made.run(REQUEST)
+    assert "disabled by an admin" in caught.value.message

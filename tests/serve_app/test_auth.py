@@ -7,13 +7,14 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from serve_app.auth import Role, TokenVerifier, issue_token
+from serve_app.auth import Role, TokenVerifier, bearer_token, issue_token
 from serve_app.errors import ApiError
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -26,27 +27,23 @@ def claims(**overrides: object) -> dict[str, object]:
     return {k: v for k, v in base.items() if v is not None}
 
 
-def bearer(token: str) -> str:
-    return f"Bearer {token}"
-
-
 @pytest.fixture()
 def verifier() -> TokenVerifier:
     return TokenVerifier(SECRET, "HS256")
 
 
 def test_valid_token_gives_tenant_and_default_role(verifier: TokenVerifier) -> None:
-    principal = verifier.verify(bearer(jwt.encode(claims(), SECRET, algorithm="HS256")))
+    principal = verifier.verify(jwt.encode(claims(), SECRET, algorithm="HS256"))
     assert (principal.sub, principal.tenant, principal.role) == ("alice", "acme", Role.USER)
 
 
 def test_admin_role(verifier: TokenVerifier) -> None:
-    principal = verifier.verify(bearer(jwt.encode(claims(role="admin"), SECRET, algorithm="HS256")))
+    principal = verifier.verify(jwt.encode(claims(role="admin"), SECRET, algorithm="HS256"))
     assert principal.is_admin
 
 
 def test_issue_token_round_trip(verifier: TokenVerifier) -> None:
-    principal = verifier.verify(bearer(issue_token(SECRET, tenant="t1", sub="bob", role="admin", ttl_s=60)))
+    principal = verifier.verify(issue_token(SECRET, tenant="t1", sub="bob", role="admin", ttl_s=60))
     assert (principal.tenant, principal.sub, principal.is_admin) == ("t1", "bob", True)
 
 
@@ -57,9 +54,9 @@ def unsigned(payload: dict[str, object]) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
 
 
-def rejected(verifier: TokenVerifier, header: str | None) -> ApiError:
+def rejected(verify: Callable[[], object]) -> ApiError:
     with pytest.raises(ApiError) as caught:
-        verifier.verify(header)
+        verify()
     assert caught.value.status == 401
     return caught.value
 
@@ -84,18 +81,18 @@ def rejected(verifier: TokenVerifier, header: str | None) -> ApiError:
     ],
 )
 def test_bad_tokens_are_401(verifier: TokenVerifier, token: str) -> None:
-    rejected(verifier, bearer(token))
+    rejected(lambda: verifier.verify(token))
 
 
 def test_tampered_payload_is_401(verifier: TokenVerifier) -> None:
     header, payload, signature = jwt.encode(claims(), SECRET, algorithm="HS256").split(".")
     forged = base64.urlsafe_b64encode(json.dumps(claims(tenant="victim")).encode()).rstrip(b"=").decode()
-    rejected(verifier, bearer(f"{header}.{forged}.{signature}"))
+    rejected(lambda: verifier.verify(f"{header}.{forged}.{signature}"))
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer " + "a" * 10_000])
-def test_missing_or_malformed_header_is_401(verifier: TokenVerifier, header: str | None) -> None:
-    rejected(verifier, header)
+def test_missing_or_malformed_header_is_401(header: str | None) -> None:
+    rejected(lambda: bearer_token(header))
 
 
 def test_rs256_verifier_refuses_hs256_signed_with_the_public_key() -> None:
@@ -108,9 +105,9 @@ def test_rs256_verifier_refuses_hs256_signed_with_the_public_key() -> None:
     )
     verifier = TokenVerifier(public_pem, "RS256")
     good = jwt.encode(claims(), private, algorithm="RS256")
-    assert verifier.verify(bearer(good)).tenant == "acme"
+    assert verifier.verify(good).tenant == "acme"
     header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
     payload = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
     signature = hmac.new(public_pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     forged = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
-    rejected(verifier, bearer(forged))
+    rejected(lambda: verifier.verify(forged))

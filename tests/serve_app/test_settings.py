@@ -1,4 +1,4 @@
-"""Settings: args, environment overrides, the tiny-random switch and the local JWT secret."""
+"""Settings: args, environment overrides, the tiny-random switch, the local JWT and API key secrets."""
 
 from __future__ import annotations
 
@@ -45,3 +45,14 @@ def test_environment_secret_wins(tmp_path: Path) -> None:
 def test_bad_settings_are_refused(args: dict, env: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
     with pytest.raises(SettingsError):
         Settings.load(args, env={"LABUBU_DATA_DIR": str(tmp_path), **env})
+
+
+def test_api_key_secret_is_shared_like_the_jwt_secret(tmp_path: Path) -> None:
+    env = {"LABUBU_DATA_DIR": str(tmp_path), "LABUBU_JWT_SECRET": "cluster-secret"}
+    derived = Settings.load(env=env).api_key_secret
+    # Every replica with the JWT secret derives the same one, and it is not the JWT secret.
+    assert derived == Settings.load(env=env).api_key_secret and derived not in ("", "cluster-secret")
+    assert Settings.load(env={**env, "LABUBU_API_KEY_SECRET": "own"}).api_key_secret == "own"
+    rs256 = {"LABUBU_DATA_DIR": str(tmp_path), "LABUBU_JWT_PUBLIC_KEY": "a PEM"}
+    made = Settings.load(env=rs256).api_key_secret  # no shared secret to derive it from: made once
+    assert made == (tmp_path / "api_key_secret").read_text().strip() == Settings.load(env=rs256).api_key_secret
