@@ -3,7 +3,7 @@ a service's backends (checked, stored, followed by a replica before every call) 
 health reports, aggregated per backend.
 
 A real `ModalityServer` (real llama.cpp, the real google-genai SDK against the fake Gemini server)
-follows an arrangement written to a real SQLite store; no Ray.
+follows an arrangement written to a real store, SQLite and Redis; no Ray.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,17 +29,13 @@ from deployments.control import (
 from deployments.failover import BackendChain
 from deployments.serving import ModalityServer
 from deployments.types import ChatMessage, LLMRequest
-from state.store import RedisStore, SqliteStore
+from state.store import RedisStore, StateStore
 from tests.conftest import free_port
 from tests.deployments.test_failover import ScriptedBackend
 from tests.fakes.gemini_server import FakeGemini
+from tests.state.test_store import store  # noqa: F401  (a fixture: SQLite and Redis)
 
 CONFIGURED = ["llama_cpp", "gemini"]
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "state.sqlite3")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +129,8 @@ def test_aggregate_without_reports_or_arrangement() -> None:
 
 
 async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
-    gemini: FakeGemini, store: SqliteStore
+    gemini: FakeGemini,
+    store: StateStore,  # noqa: F811
 ) -> None:
     gemini.reset()
     config = {
@@ -158,7 +154,7 @@ async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
         server.reporting.cancel()
 
 
-async def test_a_replica_reports_its_health_and_sweeps_gone_replicas(store: SqliteStore) -> None:
+async def test_a_replica_reports_its_health_and_sweeps_gone_replicas(store: StateStore) -> None:  # noqa: F811
     store.put(REPORTS, "llm/gone", {"replica": "gone", "at": time.time() - STALE_AFTER_S - 1, "health": []})
     chain = BackendChain([ScriptedBackend("a"), ScriptedBackend("b")])
     chain.load()
@@ -176,7 +172,7 @@ async def test_a_replica_reports_its_health_and_sweeps_gone_replicas(store: Sqli
     assert [key for key, _ in store.items(REPORTS)] == ["llm/r1"]  # the gone replica's report was swept
 
 
-def test_a_store_that_fails_keeps_the_last_arrangement(store: SqliteStore) -> None:
+def test_a_store_that_fails_keeps_the_last_arrangement(store: StateStore) -> None:  # noqa: F811
     chain = BackendChain([ScriptedBackend("a"), ScriptedBackend("b")])
     chain.load()
     save_arrangement(store, "llm", Arrangement(("b", "a")))
