@@ -230,6 +230,23 @@ def test_events_replay_and_resume_exactly(http: httpx.Client) -> None:
         assert [line for line in stream.iter_lines() if line.startswith("data:")] == []
 
 
+def test_event_log_follows_the_order_of_the_changes(http: httpx.Client) -> None:
+    """The executor writes beside the work, not in its way; the log must still be in order."""
+    chain = {
+        "nodes": {n: llm("Say OK.", 2) for n in "abc"},
+        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}],
+    }
+    workflow_id = submit(http, chain)
+    log = [(e.get("node_id"), e["status"]) for _, e in events(http, workflow_id)]
+    expected = [(None, "pending"), (None, "running")]
+    expected += [(node, status) for node in "abc" for status in ("queued", "running", "completed")]
+    assert log == [*expected, (None, "completed")]
+    record = http.get(f"/v1/workflows/{workflow_id}").json()
+    for node in "abc":  # each output was stored before its node was recorded completed
+        output = http.get(f"/v1/workflows/{workflow_id}/outputs/{node}")
+        assert output.status_code == 200 and len(output.content) == record["nodes"][node]["output"]["bytes"]
+
+
 def test_outputs_in_each_format(http: httpx.Client) -> None:
     body = {
         "nodes": {
