@@ -264,9 +264,15 @@ class SchedulerActor:
         """Raise `QuotaExceeded` when the tenant's queue is full (before a workflow is accepted)."""
         self.policy.check_room(tenant, time.monotonic())
 
-    async def set_dispatch_limit(self, service: str, limit: int) -> None:
-        self.policy.set_dispatch_limit(service, limit)
-        self._dispatch(time.monotonic())
+    async def set_dispatch_limits(self, limits: dict[str, int]) -> dict[str, int]:
+        """Set services' dispatch limits (the ingress follows Serve's replicas with this every few
+        seconds: one call, cheap when nothing changed); the ones that changed."""
+        changed = {
+            service: limit for service, limit in limits.items() if self.policy.set_dispatch_limit(service, limit)
+        }
+        if changed:
+            self._dispatch(time.monotonic())
+        return changed
 
     async def stats(self) -> dict[str, Any]:
         return self.policy.stats()

@@ -343,12 +343,16 @@ class FairScheduler:
         """Every tenant configured or seen, by name."""
         return [self.tenant(name) for name in sorted(self._configured.keys() | self._tenants.keys())]
 
-    def set_dispatch_limit(self, service: str, limit: int) -> None:
-        """Follow a service's capacity (replicas × `max_ongoing_requests`). Lowering it below the
-        requests in flight cancels none: new grants wait until enough are released."""
+    def set_dispatch_limit(self, service: str, limit: int) -> bool:
+        """Follow a service's capacity (replicas × `max_ongoing_requests`); whether it changed.
+        Lowering it below the requests in flight cancels none: new grants wait until enough are
+        released."""
         svc = self._service(service)
+        if svc.concurrency.limit == limit:
+            return False
         svc.limits = replace(svc.limits, dispatch_limit=limit)
         svc.concurrency.limit = limit
+        return True
 
     # ------------------------------------------------------------------ state
 

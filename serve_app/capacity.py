@@ -33,17 +33,17 @@ async def follow_capacity(platform: Any, app_name: str) -> None:
         try:
             status = await asyncio.to_thread(serve.status)
             deployments = status.applications[app_name].deployments
-            # Compared with the scheduler's limits as they are, not as last set: a restarted
-            # scheduler starts again from its configured ones.
-            current = (await platform.scheduler.call("stats"))["services"]
+            limits, replicas = {}, {}
             for service in SERVICES:
                 states: dict[Any, int] = dict(deployments[service].replica_states)
-                running = states.get("RUNNING", 0)
+                replicas[service] = states.get("RUNNING", 0)
                 max_ongoing = (await platform.status(service)).get("max_ongoing_requests") or 2
-                limit = dispatch_limit(running, int(max_ongoing))
-                if current[service]["dispatch_limit"] != limit:
-                    await platform.scheduler.call("set_dispatch_limit", service, limit)
-                    log.info("dispatch limit of %s: %d (%d replicas)", service, limit, running)
+                limits[service] = dispatch_limit(replicas[service], int(max_ongoing))
+            # Sent every round, not only when they change here: a restarted scheduler starts again
+            # from its configured limits. The actor does nothing for the ones it already has.
+            changed = await platform.scheduler.call("set_dispatch_limits", limits)
+            for service, limit in changed.items():
+                log.info("dispatch limit of %s: %d (%d replicas)", service, limit, replicas[service])
         except Exception:  # the controller may be busy or restarting: try again next round
             log.exception("could not follow the deployments' capacity")
         await asyncio.sleep(FOLLOW_INTERVAL_S)

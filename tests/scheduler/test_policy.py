@@ -587,7 +587,8 @@ def test_service_dispatch_limit_and_changes_to_it() -> None:
     tickets = [s.submit("llm", "a", 1.0, now=0) for _ in range(5)]
     assert len(s.dispatch(0)) == 2
     assert s.dispatch(0) == []
-    s.set_dispatch_limit("llm", 3)
+    assert s.set_dispatch_limit("llm", 3) is True
+    assert s.set_dispatch_limit("llm", 3) is False  # already so: nothing changes
     assert len(s.dispatch(0)) == 1
     s.set_dispatch_limit("LLM", 1)  # below the 3 in flight: nobody is evicted
     s.release(tickets[0])
