@@ -7,6 +7,7 @@ are joined with newlines; media parts (audio, images) go to the services that co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from deployments.types import (
     MAX_SPEECH_CHARS,
     CaptionRequest,
     ChatMessage,
+    EmbedRequest,
     ImageRequest,
     LLMRequest,
     SpeechRequest,
@@ -25,9 +27,11 @@ from deployments.types import (
 TEXT = "text"
 AUDIO = "audio"
 IMAGE = "image"
+VECTOR = "vector"  # an embedding; no service consumes one, so an `embed` node is always a sink
 
 TEXT_TYPE = "text/plain; charset=utf-8"
-CONTENT_TYPES = {TEXT: TEXT_TYPE, AUDIO: "audio/wav", IMAGE: "image/png"}
+VECTOR_TYPE = "application/json"
+CONTENT_TYPES = {TEXT: TEXT_TYPE, AUDIO: "audio/wav", IMAGE: "image/png", VECTOR: VECTOR_TYPE}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ SERVICE_IO: dict[str, ServiceIO] = {
     "tts": ServiceIO(consumes=TEXT, produces=AUDIO, max_text=MAX_SPEECH_CHARS),
     "pic2text": ServiceIO(consumes=IMAGE, produces=TEXT, media_inputs=(1, None)),
     "text2pic": ServiceIO(consumes=TEXT, produces=IMAGE),
+    "embed": ServiceIO(consumes=TEXT, produces=VECTOR),
 }
 
 
@@ -53,6 +58,8 @@ def kind_of(content_type: str) -> str:
         return AUDIO
     if content_type.startswith("image/"):
         return IMAGE
+    if content_type == VECTOR_TYPE:
+        return VECTOR
     return TEXT
 
 
@@ -125,6 +132,7 @@ PARAMS: dict[str, type[Params]] = {
     "tts": TTSParams,
     "pic2text": Pic2TextParams,
     "text2pic": Text2PicParams,
+    "embed": Params,  # the model has no knobs: any param is a 422
 }
 
 
@@ -171,6 +179,8 @@ def build_request(service: str, params: dict[str, Any], text: str, media: list[O
         return ImageRequest(
             prompt=text, width=i.width, height=i.height, seed=i.seed, negative_prompt=i.negative_prompt, **steps
         )
+    if service == "embed":
+        return EmbedRequest(texts=[text])
     raise ValueError(f"unknown service {service!r}")
 
 
@@ -182,4 +192,7 @@ def output_of(service: str, result: Any) -> Output:
         return Output(result.wav, "audio/wav")
     if service == "text2pic":
         return Output(result.images[0], "image/png")
+    if service == "embed":
+        vector = {"model": result.model, "embedding": result.vectors[0], "tokens": result.prompt_tokens}
+        return Output(json.dumps(vector).encode(), VECTOR_TYPE)
     raise ValueError(f"unknown service {service!r}")

@@ -12,6 +12,8 @@ from typing import Any
 from deployments import media
 from deployments.types import (
     CaptionRequest,
+    EmbedRequest,
+    EmbedResult,
     ImageRequest,
     ImageResult,
     InvalidInput,
@@ -42,6 +44,8 @@ def requested_usage(request: Any) -> Usage:
         return Usage(images=len(request.images))
     if isinstance(request, ImageRequest):
         return Usage(images=request.n, steps=request.steps, megapixels=request.n * request.width * request.height / 1e6)
+    if isinstance(request, EmbedRequest):
+        return Usage(characters=sum(len(t) for t in request.texts), output_tokens=0)
     raise TypeError(f"no usage for {type(request).__name__}")
 
 
@@ -53,6 +57,8 @@ def used(request: Any, result: Any) -> Usage:
         return Usage(audio_seconds=result.audio_seconds)
     if isinstance(result, SpeechResult):
         return Usage(characters=len(request.text), audio_seconds=result.audio_seconds)
+    if isinstance(result, EmbedResult):
+        return Usage(prompt_tokens=result.prompt_tokens, output_tokens=0)
     if isinstance(result, ImageResult):
         count = len(result.images)
         return Usage(images=count, steps=result.steps, megapixels=count * result.width * result.height / 1e6)

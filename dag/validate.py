@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dag.compose import PARAMS, SERVICE_IO, TEXT, Output, compose
+from dag.compose import PARAMS, SERVICE_IO, TEXT, VECTOR, Output, compose
 from dag.errors import InvalidParams, InvalidWorkflow
 from dag.spec import InputSpec, WorkflowSubmission
 from deployments import media
@@ -221,7 +221,10 @@ def type_problems(plan: WorkflowPlan) -> list[dict[str, Any]]:
             media_count += 1
         for edge in plan.incoming[node_id]:
             produced = SERVICE_IO[plan.nodes[edge.source].service].produces
-            if produced != io.consumes:
+            if produced == VECTOR:
+                reason = f"{edge.source} makes a vector, which no service consumes: an embed node must be a sink"
+                problems.append(edge_detail(edge.source, edge.target, reason))
+            elif produced != io.consumes:
                 problems.append(
                     edge_detail(
                         edge.source, edge.target, f"{node.service} cannot consume {produced} from {edge.source}"

@@ -35,6 +35,9 @@ BACKENDS: dict[str, dict[str, str]] = {
         "tiny_random": "deployments.text2pic:TinyRandomDiffusionBackend",
         "gemini": "deployments.gemini:GeminiImageBackend",
     },
+    "embed": {
+        "minilm": "deployments.embed:MiniLMBackend",
+    },
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-SERVICES: tuple[str, ...] = ("llm", "stt", "tts", "pic2text", "text2pic")
+SERVICES: tuple[str, ...] = ("llm", "stt", "tts", "pic2text", "text2pic", "embed")
 
 
 # ---------------------------------------------------------------- errors
@@ -193,6 +193,21 @@ class ImageResult:
     width: int
     height: int
     steps: int
+    model: str = ""
+
+
+# ---------------------------------------------------------------- embed
+
+
+@dataclass
+class EmbedRequest:
+    texts: list[str]  # one vector each, in order
+
+
+@dataclass
+class EmbedResult:
+    vectors: list[list[float]]  # unit length, one per text
+    prompt_tokens: int  # the tokens embedded, after truncation to the model's length
     model: str = ""
 
 

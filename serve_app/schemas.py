@@ -81,6 +81,20 @@ class CompletionRequest(SamplingFields):
         return value
 
 
+EmbeddingText = Annotated[str, Field(min_length=1, max_length=100_000)]
+
+
+class EmbeddingRequestIn(OpenAIModel):
+    # OpenAI also takes token arrays; this platform's models tokenize for themselves (a 422).
+    input: EmbeddingText | Annotated[list[EmbeddingText], Field(min_length=1, max_length=2048)]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int | None, Field(ge=1, description="Must be the model's own dimension.")] = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
 class SpeechRequestIn(OpenAIModel):
     model: str
     input: Annotated[str, Field(min_length=1, max_length=MAX_SPEECH_CHARS)]

@@ -27,6 +27,7 @@ DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "tts": {"backends": [{"name": "piper"}], "concurrency": 1, "timeout_s": 300},
     "pic2text": {"backends": [{"name": "blip"}], "concurrency": 1, "timeout_s": 300},
     "text2pic": {"backends": [{"name": "stable_diffusion"}], "concurrency": 1, "timeout_s": 600},
+    "embed": {"backends": [{"name": "minilm"}], "concurrency": 1, "timeout_s": 120},
 }
 IMAGE_SERVICES = ("pic2text", "text2pic")
 IMAGE_BACKEND_MODES = ("hub", "tiny-random")

@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from dag.compose import Output
+from dag.compose import TEXT, VECTOR, Output, kind_of
 from dag.errors import InvalidWorkflow, WorkflowConflict
 from dag.records import UPLOADS, Status, WorkflowRecord, input_key, new_record, upload_key
 from dag.spec import WorkflowSubmission
@@ -81,6 +81,6 @@ async def submit(platform: Platform, submission: WorkflowSubmission, principal: 
 
 
 def encode_output(data: bytes, content_type: str) -> dict[str, Any]:
-    if content_type.startswith("text/"):
+    if kind_of(content_type) in (TEXT, VECTOR):
         return {"content_type": content_type, "text": data.decode("utf-8")}
     return {"content_type": content_type, "data_b64": base64.b64encode(data).decode()}

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
@@ -17,6 +18,8 @@ from deployments.types import (
     SERVICES,
     CaptionRequest,
     ChatMessage,
+    EmbedRequest,
+    EmbedResult,
     ImageRequest,
     InvalidInput,
     LLMChunk,
@@ -32,6 +35,7 @@ from serve_app.platform import Platform
 from serve_app.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequestIn,
     ImageGenerationRequest,
     SamplingFields,
     SpeechRequestIn,
@@ -325,6 +329,43 @@ async def image_captions(
         check_media(image, f"file.{index}", "image")
     result = await platform.call("pic2text", CaptionRequest(images=images, prompt=prompt), principal)
     return JSONResponse({"text": result.text})
+
+
+@router.post("/embeddings", summary="Text embeddings (OpenAI format)")
+async def embeddings(
+    body: EmbeddingRequestIn,
+    principal: Principal = Depends(authenticated),
+    platform: Platform = Depends(get_platform),
+) -> Response:
+    await platform.resolve_model(body.model, ("embed",))
+    texts = body.texts()
+    empty = [i for i, text in enumerate(texts) if not text.strip()]
+    if empty:
+        field = "input" if isinstance(body.input, str) else f"input.{empty[0]}"
+        raise ApiError(400, "invalid_input", "an input text is empty", [{"field": field, "reason": "empty"}])
+    result: EmbedResult = await platform.call("embed", EmbedRequest(texts=texts), principal)
+    dimension = len(result.vectors[0])
+    if body.dimensions is not None and body.dimensions != dimension:
+        reason = f"{result.model} makes vectors of {dimension} dimensions"
+        raise ApiError(422, "validation_error", f"dimensions: {reason}", [{"field": "dimensions", "reason": reason}])
+
+    def encode(vector: list[float]) -> list[float] | str:
+        # OpenAI's base64 is the little-endian float32 array; its client asks for it by default.
+        if body.encoding_format == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return vector
+
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode(vector)}
+                for i, vector in enumerate(result.vectors)
+            ],
+            "model": result.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )
 
 
 @router.get("/models", summary="The served models (OpenAI format)")

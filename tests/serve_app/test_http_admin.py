@@ -74,9 +74,9 @@ def test_bad_settings_are_422(admin: httpx.Client, body: dict) -> None:  # type:
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
 
 
-def test_scheduler_state_has_all_five_services(admin: httpx.Client) -> None:
+def test_scheduler_state_has_every_service(admin: httpx.Client) -> None:
     services = admin.get("/v1/admin/scheduler").json()["services"]
-    assert set(services) == {"llm", "stt", "tts", "pic2text", "text2pic"}
+    assert set(services) == {"llm", "stt", "tts", "pic2text", "text2pic", "embed"}
     for state in services.values():
         assert {"queued", "in_flight", "dispatch_limit", "global_vt", "tenants"} <= set(state)
 
