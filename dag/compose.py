@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from dag.prompts import INPUT, Task, llm_prompt
 from deployments.types import (
     MAX_SPEECH_CHARS,
     CaptionRequest,
@@ -103,6 +104,31 @@ class LLMParams(Params):
     stop: list[str] = Field(default_factory=list, max_length=4)
     seed: Seed = None
     system: Annotated[str | None, Field(max_length=10_000)] = None
+    # What the platform makes of the composed input (dag/prompts.py). Each check runs even when its
+    # field is left out (validate_default), so a 422 names the missing field.
+    task: Task = "generate"
+    target_language: Annotated[str | None, Field(max_length=64, validate_default=True)] = None
+    template: Annotated[str | None, Field(max_length=10_000, validate_default=True)] = None
+
+    @field_validator("target_language")
+    @classmethod
+    def _language_for_translate(cls, value: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task")  # absent when the task itself was invalid: that error suffices
+        if task == "translate" and not (value and value.strip()):
+            raise ValueError("the `translate` task needs a target_language")
+        if task not in (None, "translate") and value is not None:
+            raise ValueError("only the `translate` task takes a target_language")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template_with_input(cls, value: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task")
+        if task == "template" and (value is None or INPUT not in value):
+            raise ValueError(f"the `template` task needs a template containing {INPUT}")
+        if task not in (None, "template") and value is not None:
+            raise ValueError("only the `template` task takes a template")
+        return value
 
 
 class STTParams(Params):
@@ -156,7 +182,8 @@ def build_request(service: str, params: dict[str, Any], text: str, media: list[O
     """The modality request for a node, from its composed input and its (validated) params."""
     if service == "llm":
         p = LLMParams.model_validate(params)
-        messages = ([ChatMessage("system", p.system)] if p.system else []) + [ChatMessage("user", text)]
+        prompt = llm_prompt(p.task, text, p.target_language, p.template)
+        messages = ([ChatMessage("system", p.system)] if p.system else []) + [ChatMessage("user", prompt)]
         return LLMRequest(
             messages=messages,
             max_tokens=p.max_tokens,
