@@ -32,7 +32,7 @@ from ray import serve
 
 from dag.compose import Output, build_request, compose, output_of
 from dag.errors import WorkflowConflict
-from dag.metering import requested_usage, used
+from dag.metering import Meter, UsageLedger, requested_usage, used
 from dag.records import Status, WorkflowRecord, WorkflowStore, now_rfc3339
 from dag.validate import WorkflowPlan
 from deployments.types import ModelError
@@ -93,6 +93,7 @@ class WorkflowExecutor:
         self.backoff_s = float(config.get("backoff_s", 0.5))
         self.backoff_max_s = float(config.get("backoff_max_s", 10.0))
         self.costs = CostModels.from_config(config.get("cost_models", {}))
+        self.meter = Meter(self.scheduler, self.costs, UsageLedger(store.state))
         self.records: dict[str, WorkflowRecord] = {}  # the running workflows: the source of truth
         self.plans: dict[str, WorkflowPlan] = {}
         self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
@@ -343,11 +344,11 @@ class WorkflowExecutor:
             node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)
             self._node_event(record, node_id, Status.QUEUED)
             try:
-                async with self.scheduler.admitted(service, record.tenant, estimate, record.priority) as admission:
+                async with self.meter.admitted(service, record.tenant, estimate, record.priority) as call:
                     node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
                     self._node_event(record, node_id, Status.RUNNING)
                     result = await handle.run.remote(request)
-                    admission.actual_cost = self.costs.actual(service, used(request, result))
+                    self.meter.charge(call, used(request, result))
                 return output_of(service, result)
             except asyncio.CancelledError:
                 raise

@@ -18,7 +18,7 @@ from serve_app.deps import current_settings, set_platform
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
-from serve_app.routes import admin, console, health, keys, models, openai
+from serve_app.routes import admin, console, health, keys, models, openai, usage
 from serve_app.routes import workflows as workflow_routes
 from serve_app.settings import Settings
 from state.artifacts import open_artifacts
@@ -43,6 +43,7 @@ def create_app() -> FastAPI:
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(models.router)
+    app.include_router(usage.router)
     app.include_router(workflow_routes.router)
     app.include_router(console.router)
     return app

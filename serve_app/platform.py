@@ -17,10 +17,10 @@ from typing import Any
 
 from fastapi import Request
 
-from dag.metering import requested_usage, used
+from dag.metering import Meter, MeteredCall, UsageLedger, requested_usage, used
 from dag.records import WorkflowStore
 from deployments.types import SERVICES, LLMChunk
-from scheduler.client import Admission, SchedulerClient
+from scheduler.client import SchedulerClient
 from scheduler.costs import CostModels, Usage
 from serve_app.auth import Principal, TokenVerifier, bearer_token
 from serve_app.capacity import follow_capacity
@@ -57,6 +57,7 @@ class Platform:
         self.workflows = workflows
         self.executor = executor
         self.costs = CostModels.from_config(settings.scheduler.get("cost_models", {}))
+        self.meter = Meter(scheduler, self.costs, UsageLedger(store))
         self.verifier = TokenVerifier(settings.jwt_verify_key, settings.jwt_algorithm)
         self.keys = ApiKeys(store, settings.api_key_secret)
         self._status: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -148,18 +149,18 @@ class Platform:
         return self.costs.estimate(service, requested_usage(request))
 
     @asynccontextmanager
-    async def admitted(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Admission]:
+    async def admitted(self, service: str, request: Any, principal: Principal) -> AsyncIterator[MeteredCall]:
         """An interactive call's grant, with every error inside turned into its HTTP error.
 
         Interactive calls do not wait on their tenant's quota: over it, they get 429 at once.
         """
         estimate = self.estimate(service, request)
         try:
-            async with self.scheduler.admitted(service, principal.tenant, estimate, wait=False) as admission:
-                yield admission
+            async with self.meter.admitted(service, principal.tenant, estimate, wait=False) as call:
+                yield call
                 log.info(
                     "model call",
-                    extra={"tenant": principal.tenant, "service": service, "cost": admission.actual_cost},
+                    extra={"tenant": principal.tenant, "service": service, "cost": call.admission.actual_cost},
                 )
         except ApiError:
             raise
@@ -171,16 +172,17 @@ class Platform:
 
     async def call(self, service: str, request: Any, principal: Principal) -> Any:
         """One interactive model call, charged what it used."""
-        async with self.admitted(service, request, principal) as admission:
+        async with self.admitted(service, request, principal) as call:
             result = await self.handles[service].run.remote(request)
-            admission.actual_cost = self.costs.actual(service, used(request, result))
+            self.meter.charge(call, used(request, result))
             return result
 
     async def stream(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Any]:
         """A streamed interactive call; the grant is held until the stream ends."""
-        async with self.admitted(service, request, principal) as admission:
+        async with self.admitted(service, request, principal) as call:
             async for chunk in self.handles[service].options(stream=True).stream.remote(request):
                 if isinstance(chunk, LLMChunk) and chunk.finish_reason is not None:
-                    usage = Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
-                    admission.actual_cost = self.costs.actual(service, usage)
+                    self.meter.charge(
+                        call, Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
+                    )
                 yield chunk

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,11 @@ class StateStore(ABC):
     @abstractmethod
     def items(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
         """Every (key, document) of the namespace whose key starts with `prefix`, by key."""
+
+    @abstractmethod
+    def increment(self, namespace: str, key: str, amounts: Mapping[str, float]) -> dict[str, Any]:
+        """Add `amounts` to the document's numbers (a missing document or field counts from 0) in one
+        atomic step, so that concurrent writers lose nothing; the document after."""
 
     # ---- event logs
 
@@ -141,6 +146,15 @@ class SqliteStore(StateStore):
         ).fetchall()
         return [(key, json.loads(value)) for key, value in rows]
 
+    def increment(self, namespace: str, key: str, amounts: Mapping[str, float]) -> dict[str, Any]:
+        with self._transaction() as db:  # the read and the write as one step
+            row = db.execute("SELECT value FROM documents WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+            value: dict[str, Any] = json.loads(row[0]) if row else {}
+            for name, amount in amounts.items():
+                value[name] = value.get(name, 0) + amount
+            self._put(db, namespace, key, value)
+        return value
+
     def append(self, stream: str, data: dict[str, Any]) -> int:
         with self._transaction() as db:  # the next id and the insert as one step
             return self._append(db, stream, data)
@@ -194,6 +208,18 @@ redis.call('XADD', KEYS[1], n .. '-1', 'data', ARGV[1])
 return n
 """
 
+# Adds numbers to the fields of a JSON document in a hash, atomically (HGET gives false when absent).
+_INCREMENT_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local doc = current and cjson.decode(current) or {}
+for name, amount in pairs(cjson.decode(ARGV[2])) do
+  doc[name] = (doc[name] or 0) + amount
+end
+local encoded = cjson.encode(doc)
+redis.call('HSET', KEYS[1], ARGV[1], encoded)
+return encoded
+"""
+
 
 class RedisStore(StateStore):
     """Redis: a hash per namespace for documents, a Redis Stream per event log."""
@@ -233,6 +259,10 @@ class RedisStore(StateStore):
             for key, value in self.redis.hscan_iter(self._hash(namespace), match=f"{_escape_glob(prefix)}*", count=500)
         ]
         return sorted(found, key=lambda item: item[0])
+
+    def increment(self, namespace: str, key: str, amounts: Mapping[str, float]) -> dict[str, Any]:
+        encoded = self.redis.eval(_INCREMENT_SCRIPT, 1, self._hash(namespace), key, dumps(dict(amounts)))
+        return json.loads(encoded)  # type: ignore[no-any-return]
 
     def _stream_keys(self, stream: str) -> list[str]:
         return [f"{self.prefix}:events:{stream}", f"{self.prefix}:events-seq:{stream}"]

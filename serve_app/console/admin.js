@@ -2,7 +2,7 @@
 // each tenant's granted cost and queue depth, from `GET /v1/admin/scheduler` polled every 2 s.
 
 import { api, ApiError } from "./api.js";
-import { $, act, clearError, h, showError } from "./ui.js";
+import { $, act, clearError, h, niceMax, showError, svg as s } from "./ui.js";
 
 const SETTINGS = [
   ["weight", "Weight", "0.1"],
@@ -26,7 +26,6 @@ const PALETTE = [
   "#1982c4",
   "#8d6e63",
 ];
-const NS = "http://www.w3.org/2000/svg";
 
 const samples = []; // {t: ms, services: the scheduler's per-service state}
 const colours = new Map(); // tenant → colour, kept while the page lives so each tenant keeps its own
@@ -131,13 +130,6 @@ export function stopAdmin() {
   poller = null;
 }
 
-function s(tag, attrs = {}, ...children) {
-  const element = document.createElementNS(NS, tag);
-  Object.entries(attrs).forEach(([k, v]) => element.setAttribute(k, v));
-  element.append(...children);
-  return element;
-}
-
 /** Per tenant, points `[t, value]`: the granted cost per second between polls, and the queue. */
 function series(service) {
   const cost = new Map();
@@ -161,12 +153,6 @@ function series(service) {
     }
   });
   return { cost, queued };
-}
-
-function niceMax(value) {
-  if (value <= 0) return 1;
-  const power = 10 ** Math.floor(Math.log10(value));
-  return [1, 2, 5, 10].map((m) => m * power).find((m) => m >= value);
 }
 
 function lineChart(title, lines, service, kind, width) {

@@ -1,14 +1,15 @@
 // The console's entry point: signing in with a token, and the views behind `#/build`, `#/watch`,
-// `#/history` and `#/admin`.
+// `#/history`, `#/usage` and `#/admin`.
 
 import { initAdmin, showAdmin, stopAdmin } from "./admin.js";
 import { api, session, tokenClaims } from "./api.js";
 import { initBuilder } from "./builder.js";
 import { initHistory, showHistory } from "./history.js";
 import { $, clearError, formatTime, showError } from "./ui.js";
+import { initUsage, setUsageRole, showUsage } from "./usage.js";
 import { initWatch, showWatch, stopWatch } from "./watch.js";
 
-const VIEWS = ["signin", "build", "watch", "history", "admin"];
+const VIEWS = ["signin", "build", "watch", "history", "usage", "admin"];
 let identity = null; // {tenant, role, sub, expires} once signed in
 
 /**
@@ -48,6 +49,7 @@ async function signIn(token) {
   $("#who-sub").textContent = identity.sub ? ` · ${identity.sub}` : "";
   $("#who-expires").textContent = identity.expires ? ` · until ${formatTime(identity.expires)}` : "";
   $("#nav-admin").hidden = identity.role !== "admin";
+  setUsageRole(identity.role);
   $("#nav").hidden = false;
   $("#whoami").hidden = false;
   if (!location.hash || location.hash === "#/signin") location.hash = "#/build";
@@ -79,6 +81,9 @@ function route() {
   } else if (view === "history") {
     show("history");
     showHistory();
+  } else if (view === "usage") {
+    show("usage");
+    showUsage();
   } else if (view === "admin" && identity.role === "admin") {
     show("admin");
     showAdmin();
@@ -92,6 +97,7 @@ function init() {
   initHistory();
   initWatch();
   initAdmin();
+  initUsage();
   $("#signin-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const token = $("#token-input")

@@ -1,7 +1,8 @@
 // The workflow graph as inline SVG: a layered layout (left to right), nodes coloured by service
 // or status, edges with their prompts, and edges drawn by dragging from a node's port.
 
-const NS = "http://www.w3.org/2000/svg";
+import { svg as s } from "./ui.js";
+
 const NODE_W = 170;
 const NODE_H = 58;
 const GAP_X = 70;
@@ -9,15 +10,6 @@ const GAP_Y = 28;
 const PAD = 32; // room for the curves of backward edges, which swing out beside their nodes
 // A wide graph on a narrow screen shrinks down to this scale, then scrolls sideways instead.
 const MIN_SCALE = 0.6;
-
-function s(tag, attrs = {}, ...children) {
-  const element = document.createElementNS(NS, tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value !== null && value !== undefined) element.setAttribute(name, value);
-  }
-  element.append(...children);
-  return element;
-}
 
 const clip = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
 

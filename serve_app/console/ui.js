@@ -16,6 +16,25 @@ export function h(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** An SVG element, like `h`: attributes that are null or undefined are left out. */
+export function svg(tag, attrs = {}, ...children) {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) element.setAttribute(name, value);
+  }
+  element.append(...children);
+  return element;
+}
+
+/** The smallest 1, 2 or 5 × 10ⁿ at or above `value`: a chart axis's round top. */
+export function niceMax(value) {
+  if (value <= 0) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 5, 10].map((m) => m * power).find((m) => m >= value);
+}
+
 export const FINAL = new Set(["completed", "failed", "cancelled"]);
 export const SERVICES = ["llm", "stt", "tts", "pic2text", "text2pic", "embed"];
 

@@ -413,3 +413,38 @@ def test_admin_edits_tenants_and_charts_fair_sharing(page: Page, platform_url: s
     page.set_viewport_size(MOBILE)
     page.wait_for_function("() => document.querySelector('svg.chart').viewBox.baseVal.width < 400")  # redrawn
     shot(page, artifacts, "09-admin-mobile")
+
+
+def test_usage_shows_the_tenants_calls_in_a_table_and_a_chart(page: Page, platform_url: str, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    tenant = fresh_tenant("usage")
+    with client(platform_url, tenant) as http:
+        for text in ("one", "two"):
+            http.post("/v1/embeddings", json={"model": "embed", "input": text}).raise_for_status()
+        deadline = time.monotonic() + 30  # the statistics are written just after the calls
+        while not http.get("/v1/usage").json()["items"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    sign_in(page, platform_url, tenant)
+    page.click("#nav a[data-view=usage]")
+    expect(page.locator("#usage-tenant-label")).to_be_hidden()  # a user sees only the own tenant
+    row = page.locator(f'#usage-body tr[data-day="{today}"][data-service="embed"]')
+    expect(row.locator('td[data-key="requests"]')).to_have_text("2")
+    expect(row.locator('td[data-key="errors"]')).to_have_text("0")
+    bar = page.locator(f'#usage-chart rect[data-day="{today}"][data-service="embed"]')
+    expect(bar).to_have_attribute("data-requests", "2")
+    expect(page.locator("#usage-chart text.axis")).to_have_count(3 + 7)  # the y axis and the seven days
+    shot(page, artifacts, "10-usage")
+
+    # An admin narrows to that tenant, or sees every tenant with a tenant column.
+    page.click("#sign-out")
+    sign_in(page, platform_url, "ops", role="admin")
+    page.click("#nav a[data-view=usage]")
+    expect(page.locator("#usage-scope")).to_have_text("every tenant")
+    expect(page.locator(f'#usage-body tr[data-tenant="{tenant}"][data-service="embed"]')).to_have_count(1)
+    page.fill("#usage-tenant", tenant)
+    page.click("#usage-refresh")
+    expect(page.locator("#usage-scope")).to_have_text(f"tenant {tenant}")
+    expect(page.locator("#usage-body tr[data-tenant]")).to_have_count(1)

@@ -101,7 +101,7 @@ def test_unknown_model_is_404(http: httpx.Client) -> None:
     assert_error(http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}), 404)
 
 
-def wait_final(http: httpx.Client, path: str, timeout_s: float = 120) -> dict[str, Any]:
+def wait_final(http: httpx.Client, path: str, timeout_s: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while (body := http.get(path).json())["status"] not in ("completed", "failed", "cancelled"):
         assert time.monotonic() < deadline, body

@@ -20,7 +20,7 @@ ARTICLE = (
     "species of insects, plants, birds and other animals, and it produces a large share of the world's "
     "oxygen. Deforestation by logging and farming threatens it."
 )
-GREEDY = {"temperature": 0, "max_tokens": 24}
+GREEDY = {"temperature": 0, "max_tokens": 16}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def run_tasks(http: httpx.Client, bodies: dict[str, dict[str, Any]]) -> dict[str
         response = http.post("/v1/tasks", json={"service": "llm", **body})
         assert response.status_code == 202, response.text
         ids[name] = response.json()["task_id"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: a shared 2-core machine may be busy
     outputs = {}
     for name, task_id in ids.items():
         while (task := http.get(f"/v1/tasks/{task_id}").json())["status"] not in ("completed", "failed"):
@@ -53,7 +53,7 @@ def test_each_task_type_on_the_cpu_llm(http: httpx.Client) -> None:
         http,
         {
             "generate": {"prompt": "Name a colour.", "params": GREEDY},
-            "summarize": {"prompt": ARTICLE, "params": {**GREEDY, "task": "summarize", "max_tokens": 48}},
+            "summarize": {"prompt": ARTICLE, "params": {**GREEDY, "task": "summarize", "max_tokens": 32}},
             "translate": {
                 "prompt": "Good morning.",
                 "params": {**GREEDY, "task": "translate", "target_language": "French"},
@@ -79,7 +79,7 @@ def test_a_workflow_node_translates_its_composed_input(http: httpx.Client) -> No
     response = http.post("/v1/workflows", json=body)
     assert response.status_code == 202, response.text
     workflow_id = response.json()["workflow_id"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: a shared 2-core machine may be busy
     while (workflow := http.get(f"/v1/workflows/{workflow_id}").json())["status"] not in ("completed", "failed"):
         assert time.monotonic() < deadline, workflow
         time.sleep(0.2)

@@ -96,6 +96,30 @@ def test_concurrent_appends_get_distinct_consecutive_ids(store: StateStore) -> N
     assert sorted(results) == list(range(1, 81))
 
 
+def test_increment_adds_to_a_documents_numbers(store: StateStore) -> None:
+    assert store.increment("usage", "acme/day", {"requests": 1, "cost": 2.5}) == {"requests": 1, "cost": 2.5}
+    assert store.increment("usage", "acme/day", {"requests": 2, "images": 3}) == {
+        "requests": 3,
+        "cost": 2.5,
+        "images": 3,
+    }
+    assert store.get("usage", "acme/day") == {"requests": 3, "cost": 2.5, "images": 3}
+    assert store.increment("usage", "acme/day", {}) == {"requests": 3, "cost": 2.5, "images": 3}
+
+
+def test_concurrent_increments_are_all_counted(store: StateStore) -> None:
+    def writer() -> None:
+        for _ in range(25):
+            store.increment("usage", "busy", {"requests": 1, "cost": 0.5})
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get("usage", "busy") == {"requests": 100, "cost": 50.0}
+
+
 def test_store_survives_pickling(store: StateStore) -> None:
     store.put("ns", "k", {"v": 1})
     copy = pickle.loads(pickle.dumps(store))
