@@ -23,7 +23,7 @@ pytestmark = pytest.mark.ray
 
 APP = "faults-cloud"
 TIMEOUT_S = 2.0
-HANG_S = 60.0
+HANG_S = 600.0  # longer than any wait here: only the service's timeout can end the call
 REQUEST = LLMRequest(messages=[ChatMessage("user", "Say hi.")], max_tokens=4, temperature=0)
 
 
@@ -39,7 +39,8 @@ def llm(platform_url: str, hanging_gemini: FakeGemini) -> Iterator[Any]:
     """The llm deployment with a hanging cloud first; `platform_url` has started Serve on its own port."""
     config = {
         "backends": [
-            {"name": "gemini", "options": {"api_key": "fake-key", "base_url": hanging_gemini.url}},
+            # The SDK's own timeout is the hang's length: the chain's `timeout_s` has to fire.
+            {"name": "gemini", "options": {"api_key": "fake-key", "base_url": hanging_gemini.url, "timeout_s": HANG_S}},
             {"name": "llama_cpp", "options": {"n_threads": 1}},
         ],
         "timeout_s": TIMEOUT_S,
@@ -55,14 +56,12 @@ def test_a_hanging_cloud_times_out_and_the_local_model_answers(llm: Any, hanging
     result = llm.run.remote(REQUEST).result(timeout_s=120)
     elapsed = time.monotonic() - start
     assert result.model == "SmolLM2-135M-Instruct" and result.completion_tokens > 0
-    assert TIMEOUT_S <= elapsed < HANG_S / 2  # the timeout fired; nobody waited for the hang
+    assert TIMEOUT_S <= elapsed < HANG_S / 5  # the timeout fired; nobody waited for the hang
     assert len(hanging_gemini.requests) == 1  # the call really went to the cloud first
     gemini, local = llm.status.remote().result(timeout_s=30)["health"]
     assert (gemini["status"], gemini["failures"], local["failures"]) == ("cooling_down", 1, 0)
     assert f"did not answer in {TIMEOUT_S:g} s" in gemini["reason"]
 
-    # Cooling down, the cloud is skipped: the next call costs no timeout.
-    start = time.monotonic()
+    # Cooling down, the cloud is skipped: the next call goes straight to the local model.
     assert llm.run.remote(REQUEST).result(timeout_s=120).model == "SmolLM2-135M-Instruct"
-    assert time.monotonic() - start < TIMEOUT_S
     assert len(hanging_gemini.requests) == 1

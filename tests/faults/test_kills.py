@@ -57,6 +57,8 @@ def test_llm_replica_killed_mid_request(platform_url: str) -> None:
     """The interactive call running in the killed replica fails cleanly (a 503 to retry, never a
     500); the workflow node waiting in it runs again on the successor, and the workflow completes."""
     tenant = f"kill-replica-{uuid.uuid4().hex[:6]}"
+    # Two llm calls at once get grants only once the ingress has set the limit from the replicas.
+    wait_until(lambda: llm_stats()["dispatch_limit"] >= 2, 60, "an llm dispatch limit of 2")
     with client(platform_url, tenant) as http, concurrent.futures.ThreadPoolExecutor(1) as pool:
         interactive = pool.submit(chat, platform_url, tenant, 256)  # seconds of generation, even alone
         wait_until(lambda: llm_stats()["tenants"].get(tenant, {}).get("in_flight") == 1, 120, "its grant")
@@ -106,6 +108,6 @@ def test_scheduler_killed_while_callers_wait(platform_url: str) -> None:
         # scheduler must get them again, not keep its configured starting value.
         wait_until(
             lambda: admin.get("/v1/admin/scheduler").json()["services"]["llm"]["dispatch_limit"] == limit_before,
-            20,
+            60,
             f"the llm dispatch limit back at {limit_before}",
         )

@@ -100,7 +100,9 @@ def test_redis_restart_mid_workflow(redis_server: RedisServer, store: WorkflowSt
     # The first node's output lands in the artifact store (files, not Redis) when its model call
     # ends: from then on the executor has a "completed" record to write, and Redis is down.
     tenant, workflow_id = key.split("/")
-    wait_until(lambda: store.artifacts.info(output_key(tenant, workflow_id, "first")) is not None, 120, "the output")
+    output = output_key(tenant, workflow_id, "first")
+    assert store.artifacts.info(output) is None  # the kill landed while the node ran
+    wait_until(lambda: store.artifacts.info(output) is not None, 120, "the output")
     time.sleep(2.0)  # the executor's writes meet a closed port for a while
     redis_server.start()
 
