@@ -73,15 +73,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def cluster_rss_mb() -> float:
-    """Resident memory of every process of the local Ray cluster: this driver started them all."""
-    total = 0
+def cluster_rss_mb() -> Counter[str]:
+    """Resident memory (MB) of the local Ray cluster's processes, by process title (`ray::ServeReplica:
+    labubu:llm`, `raylet`, ...): this driver started them all."""
+    found: Counter[str] = Counter()
     for child in psutil.Process().children(recursive=True):
         try:
-            total += child.memory_info().rss
-        except psutil.Error:  # a worker that just exited
+            title = os.path.basename(child.cmdline()[0])
+            found[title] += child.memory_info().rss / 2**20
+        except (psutil.Error, IndexError):  # a worker that just exited
             continue
-    return total / 2**20
+    return found
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Run:
     shed: int = 0
     workflows: dict[str, str] = field(default_factory=dict)  # workflow id -> tenant
     statuses: dict[str, str] = field(default_factory=dict)  # workflow id -> last status seen
-    rss: list[tuple[float, float]] = field(default_factory=list)
+    rss: list[tuple[float, Counter[str]]] = field(default_factory=list)
     # The machine is shared: its load average says what else competed for the two cores.
     load: list[tuple[float, float]] = field(default_factory=list)
     queued: Counter[str] = field(default_factory=Counter)  # peak requests waiting per service
@@ -223,7 +225,7 @@ def summarise(run: Run) -> dict[str, Any]:
             ok[s.route].append(s.latency_ms)
     # Memory after the models' first calls against memory at the end: the first sample is taken
     # once the warm-up requests have loaded everything.
-    growth = run.rss[-1][1] - run.rss[0][1]
+    growth = run.rss[-1][1].total() - run.rss[0][1].total()
     accepted = set(run.workflows)
     completed = sum(1 for wid in accepted if run.statuses.get(wid) == "completed")
     stuck = sum(1 for wid in accepted if run.statuses.get(wid) in ("pending", "running"))
@@ -275,7 +277,7 @@ def print_table(run: Run, figures: dict[str, Any], args: argparse.Namespace) -> 
         lo, hi = w * width, (w + 1) * width
         inside = [s for s in run.samples if lo <= s.at_s < hi and s.route != ROUTE_LIST]
         chat = [s.latency_ms for s in inside if s.route == ROUTE_CHAT and s.status == "200"]
-        rss = [mb for at, mb in run.rss if lo <= at < hi]
+        rss = [mb.total() for at, mb in run.rss if lo <= at < hi]
         load = [value for at, value in run.load if lo <= at < hi]
         print(
             f"{f'{lo:.0f}-{hi:.0f} s':<14}{len(inside) / width:>10.2f}"
@@ -285,8 +287,14 @@ def print_table(run: Run, figures: dict[str, Any], args: argparse.Namespace) -> 
             f"{(max(load) if load else math.nan):>10.1f}"
         )
 
-    first, peak, last = run.rss[0][1], max(mb for _, mb in run.rss), run.rss[-1][1]
-    print(f"\nRSS of the Ray cluster: {first:.0f} MB after warm-up, peak {peak:.0f} MB, {last:.0f} MB at the end")
+    first, last = run.rss[0][1], run.rss[-1][1]
+    peak = max(mb.total() for _, mb in run.rss)
+    print(
+        f"\nRSS of the Ray cluster: {first.total():.0f} MB after warm-up, peak {peak:.0f} MB, "
+        f"{last.total():.0f} MB at the end"
+    )
+    last.subtract(first)
+    print("largest growth: " + ", ".join(f"{title} {mb:+.0f} MB" for title, mb in last.most_common(5)))
     ended = Counter(run.statuses.get(wid, "missing") for wid in run.workflows)
     print(f"workflows: {figures['workflows']}; final statuses {dict(ended)}")
     print(f"peak requests waiting in the scheduler, per service: {dict(sorted(run.queued.items()))}")
