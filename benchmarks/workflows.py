@@ -1,8 +1,9 @@
 """Workflow figures: orchestration overhead, 8 MB passing, and 50 concurrent workflows.
 
 (a) A chain of 10 `llm` nodes and a fan-out/fan-in of 8 run as workflows, against the same model
-    calls made directly through the deployment's handle from this process, in sequence (chain) and
-    in parallel (fan): the overhead per node, median of several runs.
+    requests (rebuilt from the workflow's outputs) made directly through the deployment's handle
+    from this process, in sequence (chain) and in parallel (fan): the overhead per node, median of
+    several runs.
 (b) 8 MB handed from one Ray actor to another through the object store, through the S3 artifact
     store (moto's server on loopback) and through Redis (the local server), side by side.
 (c) 50 workflows of 5 nodes from 5 tenants at once: how many complete, fail or are lost, and the time.
@@ -29,7 +30,7 @@ import ray
 from _platform import client as platform_client  # noqa: I001  (beside this file; sets up the path and env)
 from _platform import start_platform
 
-from deployments.types import ChatMessage, LLMRequest
+from dag.compose import TEXT_TYPE, Output, build_request, compose
 
 PROMPT = "Say OK."
 PARAMS = {"max_tokens": 2, "temperature": 0, "seed": 1}
@@ -77,34 +78,68 @@ def run_workflow(client: httpx.Client, body: dict[str, Any], timeout_s: float = 
         time.sleep(0.05)
 
 
-def direct_calls(handle: Any, count: int, parallel: bool) -> float:
-    request = LLMRequest(messages=[ChatMessage("user", PROMPT)], max_tokens=2, temperature=0, seed=1)
+def replayed_requests(client: httpx.Client, record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The model request each node of a finished workflow made, rebuilt from the outputs its parents
+    gave it with the executor's own composition (`dag.compose`).
+
+    The direct calls must be these very requests: replaying one fixed prompt instead would let
+    llama.cpp reuse its cached prompt on every call while the workflow's nodes, whose prompts grow
+    with their parents' outputs, could not, and the difference would be counted as orchestration.
+    """
+    workflow_id = record["workflow_id"]
+    outputs = {
+        node: Output(client.get(f"/v1/workflows/{workflow_id}/outputs/{node}").content, TEXT_TYPE)
+        for node in body["nodes"]
+    }
+    requests = {}
+    for node_id, spec in body["nodes"].items():
+        parts: list[str | Output] = [spec["prompt"]]
+        for edge in body["edges"]:
+            if edge["to"] == node_id:
+                parts += [edge.get("prompt", ""), outputs[edge["from"]]]
+        text, media = compose(parts)
+        requests[node_id] = build_request(spec["service"], spec["params"], text, media)
+    return requests
+
+
+def direct_calls(handle: Any, stages: list[list[Any]]) -> float:
+    """Seconds to make the requests directly through the deployment's handle: the stages one after
+    the other, the requests of a stage in parallel."""
 
     async def go() -> float:
         start = time.perf_counter()
-        if parallel:
-            await asyncio.gather(*(handle.run.remote(request) for _ in range(count)))
-        else:
-            for _ in range(count):
-                await handle.run.remote(request)
+        for stage in stages:
+            await asyncio.gather(*(handle.run.remote(request) for request in stage))
         return time.perf_counter() - start
 
     return asyncio.run(go())
 
 
 def overhead(client: httpx.Client, handle: Any, runs: int) -> dict[str, float]:
-    """Per node: (workflow time − direct time of the same calls) / nodes, median over runs."""
-    results: dict[str, list[float]] = {"chain": [], "fan": []}
+    """Per node: (median workflow time − median direct time of the same requests) / nodes.
+
+    Medians of each side, not of per-run differences: one model call can take twice its usual time
+    on a busy machine, in either, and a difference of two noisy runs carries both runs' noise.
+    """
+    times: dict[str, tuple[list[float], list[float]]] = {"chain": ([], []), "fan": ([], [])}
     run_workflow(client, chain_body(2))  # warm up
     for _ in range(runs):
-        chain = elapsed_s(run_workflow(client, chain_body(10)))
-        direct = direct_calls(handle, 10, parallel=False)
-        results["chain"].append((chain - direct) / 10 * 1000)
-        fan = elapsed_s(run_workflow(client, fan_body(8)))
-        # The fan's critical path: source, then 8 in parallel, then sink.
-        direct = direct_calls(handle, 1, False) + direct_calls(handle, 8, True) + direct_calls(handle, 1, False)
-        results["fan"].append((fan - direct) / 10 * 1000)
-    return {name: statistics.median(values) for name, values in results.items()}
+        body = chain_body(10)
+        record = run_workflow(client, body)
+        requests = replayed_requests(client, record, body)
+        times["chain"][0].append(elapsed_s(record))
+        times["chain"][1].append(direct_calls(handle, [[requests[f"n{i}"]] for i in range(10)]))
+        body = fan_body(8)
+        record = run_workflow(client, body)
+        requests = replayed_requests(client, record, body)
+        # The fan's critical path: source, then the 8 branches in parallel, then sink.
+        branches = [requests[f"b{i}"] for i in range(8)]
+        times["fan"][0].append(elapsed_s(record))
+        times["fan"][1].append(direct_calls(handle, [[requests["source"]], branches, [requests["sink"]]]))
+    return {
+        name: (statistics.median(workflow) - statistics.median(direct)) / 10 * 1000
+        for name, (workflow, direct) in times.items()
+    }
 
 
 @ray.remote(num_cpus=0)
