@@ -41,6 +41,14 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture()
+def llm_limit(platform_url: str) -> int:
+    """The llm dispatch limit, once the ingress has set it from the replicas (2 for one replica):
+    it starts at 1, the service's configured concurrency."""
+    wait_until(lambda: llm_stats()["dispatch_limit"] >= 2, 60, "the ingress to set the llm dispatch limit")
+    return int(llm_stats()["dispatch_limit"])
+
+
 def replica_names(app: str, deployment: str) -> list[str]:
     """The actor names of a deployment's replicas (Serve names them `SERVE_REPLICA::app#deployment#id`)."""
     prefix = f"SERVE_REPLICA::{app}#{deployment}#"
@@ -53,12 +61,10 @@ def chat(platform_url: str, tenant: str, max_tokens: int) -> httpx.Response:
         return http.post("/v1/chat/completions", json=body)
 
 
-def test_llm_replica_killed_mid_request(platform_url: str) -> None:
+def test_llm_replica_killed_mid_request(platform_url: str, llm_limit: int) -> None:
     """The interactive call running in the killed replica fails cleanly (a 503 to retry, never a
     500); the workflow node waiting in it runs again on the successor, and the workflow completes."""
-    tenant = f"kill-replica-{uuid.uuid4().hex[:6]}"
-    # Two llm calls at once get grants only once the ingress has set the limit from the replicas.
-    wait_until(lambda: llm_stats()["dispatch_limit"] >= 2, 60, "an llm dispatch limit of 2")
+    tenant = f"kill-replica-{uuid.uuid4().hex[:6]}"  # its two llm calls get grants at once: `llm_limit`
     with client(platform_url, tenant) as http, concurrent.futures.ThreadPoolExecutor(1) as pool:
         interactive = pool.submit(chat, platform_url, tenant, 256)  # seconds of generation, even alone
         wait_until(lambda: llm_stats()["tenants"].get(tenant, {}).get("in_flight") == 1, 120, "its grant")
@@ -83,14 +89,13 @@ def test_llm_replica_killed_mid_request(platform_url: str) -> None:
         assert again.status_code == 200, again.text
 
 
-def test_scheduler_killed_while_callers_wait(platform_url: str) -> None:
+def test_scheduler_killed_while_callers_wait(platform_url: str, llm_limit: int) -> None:
     """Workflow nodes waiting for grants outlive the scheduler's death; its successor has the
     tenant's settings and the dispatch limits that follow the replicas."""
     tenant = f"kill-sched-{uuid.uuid4().hex[:6]}"
     admin_headers = {"Authorization": f"Bearer {make_token(tenant='ops', role='admin')}"}
     with httpx.Client(base_url=platform_url, headers=admin_headers, timeout=60) as admin:
         settings = admin.put(f"/v1/admin/tenants/{tenant}", json={"max_concurrency": 1, "weight": 2.5}).json()
-        limit_before = admin.get("/v1/admin/scheduler").json()["services"]["llm"]["dispatch_limit"]
         with client(platform_url, tenant) as http:
             # Three parallel nodes, one grant at a time for this tenant: two wait in the scheduler.
             nodes = {f"n{i}": llm(f"Count to {i + 5}.", 12) for i in range(3)}
@@ -107,7 +112,7 @@ def test_scheduler_killed_while_callers_wait(platform_url: str) -> None:
         # The ingress sets dispatch limits from the running replicas every few seconds; a restarted
         # scheduler must get them again, not keep its configured starting value.
         wait_until(
-            lambda: admin.get("/v1/admin/scheduler").json()["services"]["llm"]["dispatch_limit"] == limit_before,
+            lambda: admin.get("/v1/admin/scheduler").json()["services"]["llm"]["dispatch_limit"] == llm_limit,
             60,
-            f"the llm dispatch limit back at {limit_before}",
+            f"the llm dispatch limit back at {llm_limit}",
         )
