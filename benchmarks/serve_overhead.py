@@ -7,7 +7,8 @@ the resident memory of the Ray cluster with all five CPU models loaded.
 
     .venv/bin/python benchmarks/serve_overhead.py [--requests 20]
 
-Last line: {"overhead_ms": {"llm": {"p50": ms, "p95": ms}, ...}, "rss_mb": N}
+Last line: {"overhead_ms": {"llm": {"p50": ms, "p95": ms}, ...}, "rss_mb": N}, every service of
+`deployments.types.SERVICES` (the issue's five, and `embed`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from deployments.types import (
     SERVICES,
     CaptionRequest,
     ChatMessage,
+    EmbedRequest,
     ImageRequest,
     LLMRequest,
     SpeechRequest,
@@ -83,6 +85,10 @@ def cases(wav: bytes) -> dict[str, tuple[Any, Callable[[httpx.Client], httpx.Res
         "pic2text": (
             CaptionRequest(images=[png]),
             lambda c: c.post("/v1/images/captions", files={"file": ("a.png", png, "image/png")}),
+        ),
+        "embed": (
+            EmbedRequest(texts=[SENTENCE]),
+            lambda c: c.post("/v1/embeddings", json={"model": "embed", "input": SENTENCE}),
         ),
         "text2pic": (
             ImageRequest(prompt="a green field", width=64, height=64, steps=2, seed=1),

@@ -107,10 +107,16 @@ class Meter:
 
     @asynccontextmanager
     async def admitted(
-        self, service: str, tenant: str, estimate: float, priority: str = "default", wait: bool = True
+        self,
+        service: str,
+        tenant: str,
+        estimate: float,
+        priority: str = "default",
+        wait: bool = True,
+        max_wait_s: float | None = None,
     ) -> AsyncIterator[MeteredCall]:
         """The scheduler's grant for the block (see `SchedulerClient.admitted`), counted when it ends."""
-        async with self.scheduler.admitted(service, tenant, estimate, priority, wait) as admission:
+        async with self.scheduler.admitted(service, tenant, estimate, priority, wait, max_wait_s) as admission:
             call = MeteredCall(admission)
             failed = False
             try:

@@ -12,7 +12,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from scheduler.actor import ACTOR_NAME, NAMESPACE, SchedulerActor
-from scheduler.errors import SchedulerError, UnknownTicket
+from scheduler.errors import SchedulerError, ServiceOverloaded, UnknownTicket
 
 # Every waiting grant holds one of the actor's concurrent calls (RAY_NOTES.md): keep this far above
 # the longest queue the tenants' `max_queued` allow.
@@ -71,8 +71,30 @@ class SchedulerClient:
         self._requests: list[tuple[tuple[str, str, float, str, bool], asyncio.Future[tuple[str, Any]]]] = []
         self._flush_due = False
 
-    async def grant(self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True) -> int:
-        """Wait until the request may run; its ticket. Raises the scheduler's errors (`QuotaExceeded`, ...)."""
+    async def grant(
+        self,
+        service: str,
+        tenant: str,
+        cost: float,
+        priority: str = "default",
+        wait: bool = True,
+        max_wait_s: float | None = None,
+    ) -> int:
+        """Wait until the request may run; its ticket. Raises the scheduler's errors (`QuotaExceeded`, ...).
+
+        With `max_wait_s`, a request still queued after that long is withdrawn and refused with
+        `ServiceOverloaded`: an interactive caller is better told to come back than left to time out.
+        """
+        if max_wait_s is None:
+            return await self._grant(service, tenant, cost, priority, wait)
+        try:
+            return await asyncio.wait_for(self._grant(service, tenant, cost, priority, wait), max_wait_s)
+        except asyncio.TimeoutError:
+            raise ServiceOverloaded(
+                f"{service} is saturated: no turn came within {max_wait_s:g} s", retry_after_s=max_wait_s
+            ) from None
+
+    async def _grant(self, service: str, tenant: str, cost: float, priority: str, wait: bool) -> int:
         while True:
             future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
             self._requests.append(((service, tenant, cost, priority, wait), future))
@@ -140,10 +162,16 @@ class SchedulerClient:
 
     @asynccontextmanager
     async def admitted(
-        self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True
+        self,
+        service: str,
+        tenant: str,
+        cost: float,
+        priority: str = "default",
+        wait: bool = True,
+        max_wait_s: float | None = None,
     ) -> AsyncIterator[Admission]:
         """Hold a grant for the block; it is released when the block ends, whatever happens in it."""
-        ticket = await self.grant(service, tenant, cost, priority, wait)
+        ticket = await self.grant(service, tenant, cost, priority, wait, max_wait_s)
         admission = Admission(ticket, service, tenant, cost)
         renewal = asyncio.get_running_loop().create_task(self._renew(ticket))
         try:

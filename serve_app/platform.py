@@ -152,11 +152,16 @@ class Platform:
     async def admitted(self, service: str, request: Any, principal: Principal) -> AsyncIterator[MeteredCall]:
         """An interactive call's grant, with every error inside turned into its HTTP error.
 
-        Interactive calls do not wait on their tenant's quota: over it, they get 429 at once.
+        Interactive calls do not wait on their tenant's quota: over it, they get 429 at once. They
+        wait their turn in a busy service's fair queue, but at most `interactive_max_wait_s`: then
+        503 with Retry-After, rather than a request that hangs until the client gives up.
         """
         estimate = self.estimate(service, request)
+        max_wait_s = self.settings.interactive_max_wait_s
         try:
-            async with self.meter.admitted(service, principal.tenant, estimate, wait=False) as call:
+            async with self.meter.admitted(
+                service, principal.tenant, estimate, wait=False, max_wait_s=max_wait_s
+            ) as call:
                 yield call
                 log.info(
                     "model call",

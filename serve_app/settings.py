@@ -62,12 +62,17 @@ class Settings:
     workflows: dict[str, Any] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_SERVICES))
     # The fair-share scheduler: `tenant_defaults` (weight, max_concurrency, rate_per_s, burst,
-    # max_queued), `lease_s`, per-service `limits` ({rate_per_s, burst, max_queued}: a cloud
-    # provider's quota) and `cost_models` (see scheduler/costs.py).
+    # max_queued), `lease_s`, `interactive_max_wait_s`, per-service `limits` ({rate_per_s, burst,
+    # max_queued}: a cloud provider's quota) and `cost_models` (see scheduler/costs.py).
     scheduler: dict[str, Any] = field(default_factory=dict)
     # Serve options per deployment for programmatic use (tests, benchmarks, `serve.run`); a Serve
     # config file sets them in its own `deployments:` section instead.
     deployment_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def interactive_max_wait_s(self) -> float:
+        """How long an interactive call may wait in a service's queue before it is answered 503."""
+        return float(self.scheduler.get("interactive_max_wait_s", 30.0))
 
     def scheduler_config(self) -> dict[str, Any]:
         """The scheduler actor's config. Dispatch limits start at one replica's concurrency and then

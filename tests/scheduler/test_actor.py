@@ -14,7 +14,7 @@ import ray
 
 from scheduler.actor import SchedulerActor
 from scheduler.client import SchedulerClient
-from scheduler.errors import QuotaExceeded
+from scheduler.errors import QuotaExceeded, ServiceOverloaded
 from state.store import SqliteStore
 
 pytestmark = pytest.mark.ray
@@ -206,3 +206,23 @@ def test_waiting_caller_submits_again_after_a_restart(ray_cluster: None) -> None
     wait_until(lambda: stats(actor)["queued"] == 1)
     ray.kill(actor, no_restart=False)  # the successor has no grants in flight: b's request goes first
     assert ray.get(waiter, timeout=30) > 0
+
+
+def test_a_bounded_wait_is_refused_as_overloaded_and_withdrawn(ray_cluster: None) -> None:
+    """An interactive caller waits its turn at most `max_wait_s`; then 503, and its request leaves."""
+    actor = make_actor(dispatch_limit=1)
+    held = ray.get(actor.grant.remote("tts", "a", 1.0))  # the service's one slot, busy
+
+    async def run() -> ServiceOverloaded:
+        client = SchedulerClient(actor)
+        with pytest.raises(ServiceOverloaded) as caught:
+            await client.grant("tts", "b", 1.0, wait=False, max_wait_s=1.0)
+        # The withdrawal goes out from this loop: keep it open until the actor has it.
+        while (await actor.stats.remote())["services"]["tts"]["queued"]:
+            await asyncio.sleep(0.05)
+        return caught.value
+
+    error = asyncio.run(run())
+    assert error.status == 503 and error.retry_after_s == 1.0
+    assert ray.get(actor.release.remote(held, 1.0)) is True
+    assert stats(actor)["in_flight"] == 0  # nothing was granted to the caller that left
