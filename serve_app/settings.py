@@ -52,6 +52,8 @@ class Settings:
     # A request body must arrive in full within this many seconds of its first byte being asked
     # for (408 otherwise): a client that trickles a body cannot hold a request slot for long.
     body_timeout_s: float = 60.0
+    # An event stream (SSE) ends after this long; its client resumes with Last-Event-ID.
+    events_max_s: float = 600.0
     llm_max_tokens: int = 4096
     image_backends: str = "hub"
     redis_url: str = ""
@@ -105,6 +107,7 @@ class Settings:
             "data_dir",
             "max_body_bytes",
             "body_timeout_s",
+            "events_max_s",
             "llm_max_tokens",
             "image_backends",
             "redis_url",
@@ -131,6 +134,8 @@ class Settings:
             settings.max_body_bytes = int(env["LABUBU_MAX_BODY_BYTES"])
         if "LABUBU_BODY_TIMEOUT_S" in env:
             settings.body_timeout_s = float(env["LABUBU_BODY_TIMEOUT_S"])
+        if "LABUBU_EVENTS_MAX_S" in env:
+            settings.events_max_s = float(env["LABUBU_EVENTS_MAX_S"])
         if "LABUBU_REDIS_URL" in env:
             settings.redis_url = env["LABUBU_REDIS_URL"]
         if "LABUBU_S3_BUCKET" in env:
@@ -178,8 +183,13 @@ class Settings:
             unknown = [n for n in names if n not in backend_names(service)]
             if unknown:
                 raise SettingsError(f"unknown backends {unknown} for {service!r}; known: {backend_names(service)}")
-        if self.max_body_bytes < 1 or self.llm_max_tokens < 1 or not self.body_timeout_s > 0:
-            raise SettingsError("max_body_bytes, body_timeout_s and llm_max_tokens must be positive")
+        if (
+            self.max_body_bytes < 1
+            or self.llm_max_tokens < 1
+            or not self.body_timeout_s > 0
+            or not self.events_max_s > 0
+        ):
+            raise SettingsError("max_body_bytes, body_timeout_s, events_max_s and llm_max_tokens must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

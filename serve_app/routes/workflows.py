@@ -46,12 +46,15 @@ async def load(platform: Platform, principal: Principal, workflow_id: str, kind:
 
 
 async def event_stream(platform: Platform, record: WorkflowRecord, after: int) -> AsyncIterator[str]:
-    """The workflow's event log from `after`, then live; it ends after the workflow's final event."""
+    """The workflow's event log from `after`, then live; it ends after the workflow's final event,
+    or after `events_max_s` (a workflow that waits for hours, a client that never leaves), when the
+    client resumes with Last-Event-ID."""
     store = platform.workflows
     last = after
     previous = await asyncio.to_thread(store.state.read, record.key, after - 1, 1) if after > 0 else []
     last_data: dict[str, Any] | None = previous[0].data if previous else None
     idle_s = 0.0
+    deadline = asyncio.get_running_loop().time() + platform.settings.events_max_s
     while True:
         events = await asyncio.to_thread(store.state.read, record.key, last, 500)
         for event in events:
@@ -66,6 +69,8 @@ async def event_stream(platform: Platform, record: WorkflowRecord, after: int) -
                 return
         if await asyncio.to_thread(store.find, record.key) is None:
             return  # deleted while we watched
+        if asyncio.get_running_loop().time() >= deadline:
+            return
         await asyncio.sleep(POLL_INTERVAL_S)
         idle_s += POLL_INTERVAL_S
         if idle_s >= PING_INTERVAL_S:

@@ -1,0 +1,39 @@
+"""The event stream's generator on real stores, without HTTP: how and when a stream ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from dag.records import WorkflowRecord, WorkflowStore, new_record
+from dag.spec import WorkflowSubmission
+from dag.validate import plan_workflow
+from serve_app.routes.workflows import event_stream
+from serve_app.settings import Settings
+from state.artifacts import LocalArtifactStore
+from state.store import SqliteStore
+
+
+def waiting_workflow(tmp_path: Path) -> tuple[WorkflowStore, WorkflowRecord]:
+    store = WorkflowStore(SqliteStore(tmp_path / "state.sqlite3"), LocalArtifactStore(tmp_path / "artifacts"))
+    plan = plan_workflow(WorkflowSubmission.model_validate({"nodes": {"a": {"service": "llm", "prompt": "Hi"}}}))
+    record = new_record("acme", "wf_waiting", "workflow", None, "default", plan, {})
+    store.save(record, {"type": "workflow", "status": "pending"})
+    return store, record
+
+
+async def test_the_stream_of_a_workflow_that_waits_ends_after_events_max_s(tmp_path: Path) -> None:
+    """A client never holds a connection for ever: it reconnects with Last-Event-ID instead."""
+    store, record = waiting_workflow(tmp_path)
+    platform = SimpleNamespace(workflows=store, settings=Settings.load({"events_max_s": 0.6}, env={}))
+    start = time.monotonic()
+    chunks = [chunk async for chunk in event_stream(platform, record, 0)]  # type: ignore[arg-type]
+    assert 0.6 <= time.monotonic() - start < 5
+    assert chunks == [f"id: 1\ndata: {json.dumps({'type': 'workflow', 'status': 'pending'})}\n\n"]
+
+    # Resumed after the last id it saw, the client gets what came since, and nothing twice.
+    store.save(record, {"type": "workflow", "status": "running"})
+    resumed = [chunk async for chunk in event_stream(platform, record, 1)]  # type: ignore[arg-type]
+    assert resumed == [f"id: 2\ndata: {json.dumps({'type': 'workflow', 'status': 'running'})}\n\n"]
