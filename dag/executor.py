@@ -1,12 +1,10 @@
 """The workflow executor: one named, detached async Ray actor that runs workflows.
 
-Each node is a task of the actor's event loop that waits for every one of its parents, so a join
-waits for all of them by construction and independent branches run side by side. A node's output
-is put in Ray's object store and handed to its children as an object reference, never through the
-ingress, the scheduler or the artifact store. A node asks the scheduler for its grant only once its
-inputs are ready. (Each node was once a call of the actor on itself, with its parents' references
-as arguments, so that Ray resolved them; that round trip through Ray cost about 5 ms a node, a
-third of the orchestration, for the same ordering.)
+Each node is a call of the actor's own `run_node` method whose arguments are its parents'
+object references, in edge order. Ray starts the call only when every parent has finished, so a
+join waits for all of its parents by construction, independent branches run side by side, and
+node outputs travel through Ray's object store, never through the ingress, the scheduler or the
+artifact store. A node asks the scheduler for its grant only once its inputs are ready.
 
 Every state change is written to the workflow's document and event log in one step, in the order
 the changes happen, and every output is persisted as it is produced, before its node is recorded
@@ -99,9 +97,10 @@ class WorkflowExecutor:
         self.records: dict[str, WorkflowRecord] = {}  # the running workflows: the source of truth
         self.plans: dict[str, WorkflowPlan] = {}
         self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
-        self.node_tasks: dict[str, dict[str, asyncio.Future[Any]]] = {}
+        self.node_refs: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, asyncio.Task[None]] = {}
         self.resumed = False
+        self._self: Any = None
         self.metrics = ExecutorMetrics()
         use_json_lines(log)
 
@@ -125,8 +124,9 @@ class WorkflowExecutor:
             raise WorkflowConflict(f"workflow {record.workflow_id!r} has already ended ({record.status.value})")
         record.data["cancel_requested"] = True
         await self._save(record)
-        for task in self.node_tasks.get(key, {}).values():
-            task.cancel()
+        refs = self.node_refs.get(key, {})
+        for ref in refs.values():
+            ray.cancel(ref)
         run = self.runs.get(key)
         if run is None:  # not running here: end it directly
             await self._finish(record)
@@ -172,6 +172,7 @@ class WorkflowExecutor:
         if self.resumed:
             return
         self.resumed = True
+        self._self = ray.get_runtime_context().current_actor
         for record in await asyncio.to_thread(self.store.unfinished):
             if record.key not in self.runs:
                 log.info("resuming workflow %s", record.key)
@@ -186,32 +187,30 @@ class WorkflowExecutor:
         key = record.key
         try:
             plan = self.plans[key]
-            loop = asyncio.get_running_loop()
-            tasks: dict[str, asyncio.Future[Any]] = {}
+            refs: dict[str, Any] = {}
             for node_id in plan.order:
                 node = record.node(node_id)
                 if node["status"] == Status.COMPLETED.value:
                     output = await asyncio.to_thread(self.store.get_output, record, node_id)
-                    tasks[node_id] = loop.create_future()
-                    tasks[node_id].set_result(ray.put(output))
+                    refs[node_id] = ray.put(output)
                     continue
                 if node["status"] in (Status.QUEUED.value, Status.RUNNING.value):
                     node["status"] = Status.PENDING.value  # interrupted by a crash: it runs again
-                parents = [tasks[edge.source] for edge in plan.incoming[node_id]]
-                tasks[node_id] = loop.create_task(self._node(key, node_id, parents))
-            self.node_tasks[key] = tasks
+                parents = [refs[edge.source] for edge in plan.incoming[node_id]]
+                refs[node_id] = self._self.run_node.remote(key, node_id, *parents)
+            self.node_refs[key] = refs
             if record.status is Status.PENDING:
                 record.data["status"] = Status.RUNNING.value
                 self._write(record, {"type": "workflow", "status": Status.RUNNING.value})
             # Failures are in each node's record; the outcomes themselves are not needed here.
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await asyncio.gather(*refs.values(), return_exceptions=True)
             await self._finish(record)
         except Exception:
             log.exception("workflow %s failed in the executor", key)
             await self._finish(record, executor_failed=True)
         finally:
             self.runs.pop(key, None)
-            self.node_tasks.pop(key, None)
+            self.node_refs.pop(key, None)
             self.records.pop(key, None)
             self.plans.pop(key, None)
 
@@ -297,17 +296,8 @@ class WorkflowExecutor:
 
     # -------------------------------------------------------------- one node
 
-    async def _node(self, key: str, node_id: str, parents: list[asyncio.Future[Any]]) -> Any:
-        """Wait for every parent (in edge order), run the node on their outputs, and hand its own
-        output on as an object reference. A parent that failed or was cancelled ends this one too,
-        before it runs: it stays pending, and the workflow's end settles it."""
-        # Shielded: a child that is cancelled must not cancel the parents its siblings wait for.
-        refs = await asyncio.gather(*(asyncio.shield(parent) for parent in parents))
-        inputs = await asyncio.gather(*refs)
-        return ray.put(await self.run_node(key, node_id, *inputs))
-
     async def run_node(self, key: str, node_id: str, *inputs: Output) -> Output:
-        """Run one node on its parents' outputs (`inputs`, in edge order)."""
+        """Run one node once its parents' outputs (`inputs`, in edge order) are ready."""
         record = self.records[key]
         node = record.node(node_id)
         plan = self.plans[key]
