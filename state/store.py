@@ -224,9 +224,12 @@ return encoded
 class RedisStore(StateStore):
     """Redis: a hash per namespace for documents, a Redis Stream per event log."""
 
-    def __init__(self, url: str, prefix: str = "labubu") -> None:
+    def __init__(self, url: str, prefix: str = "labubu", timeout_s: float = 10.0) -> None:
         self.url = url
         self.prefix = prefix
+        # A Redis that hangs (not down: stopped, or a network that drops packets) must fail the
+        # call, not block it for ever: model replicas read the admin's backend order per call.
+        self.timeout_s = timeout_s
         self._local = threading.local()
 
     @property
@@ -236,7 +239,12 @@ class RedisStore(StateStore):
             import redis
 
             client = self._local.redis = redis.Redis.from_url(
-                self.url, decode_responses=True, health_check_interval=30, retry_on_timeout=True
+                self.url,
+                decode_responses=True,
+                health_check_interval=30,
+                retry_on_timeout=True,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
             )
         return client
 

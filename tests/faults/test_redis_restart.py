@@ -10,60 +10,23 @@ the session platform's deployments and scheduler.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
-import redis
 
 from dag.executor import WorkflowExecutor
 from dag.records import WorkflowStore, output_key
 from state.artifacts import LocalArtifactStore
 from state.store import RedisStore
-from tests.conftest import free_port
 from tests.dag.test_executor_stores import llm, start, wait_final
 from tests.faults.test_kills import wait_until
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.ray
-
-
-class RedisServer:
-    """A redis-server process of the test's own; `kill` and `start` it at will."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
-        command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert self.process.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not answer"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-        self.process = None
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import redis
 
 from state.store import RedisStore, SqliteStore, StateStore
+from tests.redis_server import RedisServer
 
 REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' own database number
 
@@ -125,3 +128,23 @@ def test_store_survives_pickling(store: StateStore) -> None:
     copy = pickle.loads(pickle.dumps(store))
     assert copy.get("ns", "k") == {"v": 1}
     copy.ping()
+
+
+def test_a_hanging_redis_fails_the_call_instead_of_blocking_it(tmp_path: Path) -> None:
+    """A stopped (SIGSTOP) server answers nothing: the call times out; once it runs again, so do calls."""
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.process is not None
+    try:
+        store = RedisStore(server.url, timeout_s=0.5)
+        store.put("docs", "a", {"n": 1})
+        server.process.send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            store.get("docs", "a")
+        assert time.monotonic() - start < 5  # one retry on timeout: about 2 × 0.5 s
+        server.process.send_signal(signal.SIGCONT)
+        assert store.get("docs", "a") == {"n": 1}
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.kill()
