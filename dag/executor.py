@@ -35,6 +35,7 @@ from dag.errors import WorkflowConflict
 from dag.metering import Meter, UsageLedger, requested_usage, used
 from dag.records import Status, WorkflowRecord, WorkflowStore, now_rfc3339
 from dag.validate import WorkflowPlan
+from deployments.transport import handle_for
 from deployments.types import ModelError
 from scheduler.client import SchedulerClient, scheduler_error_of
 from scheduler.costs import CostModels
@@ -338,7 +339,7 @@ class WorkflowExecutor:
 
     async def _attempts(self, record: WorkflowRecord, node_id: str, service: str, request: Any) -> Output:
         node = record.node(node_id)
-        handle = serve.get_deployment_handle(service, app_name=self.app_name)
+        handle = handle_for(serve.get_deployment_handle(service, app_name=self.app_name), request)
         estimate = self.costs.estimate(service, requested_usage(request))
         for attempt in range(1, self.retries + 2):
             node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)

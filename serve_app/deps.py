@@ -39,17 +39,18 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def authenticated(
+async def authenticated(
     request: Request,
     platform: Platform = Depends(get_platform),
     _: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
 ) -> Principal:
-    principal = platform.authenticate(request)
+    # async: FastAPI would run a plain function in its thread pool, a thread hop on every request.
+    principal = await platform.authenticate(request)
     request.state.principal = principal
     return principal
 
 
-def admin(principal: Principal = Depends(authenticated)) -> Principal:
+async def admin(principal: Principal = Depends(authenticated)) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "this route needs the `admin` role")
     return principal

@@ -19,6 +19,7 @@ from fastapi import Request
 
 from dag.metering import Meter, MeteredCall, UsageLedger, requested_usage, used
 from dag.records import WorkflowStore
+from deployments.transport import handle_for
 from deployments.types import SERVICES, LLMChunk
 from scheduler.client import SchedulerClient
 from scheduler.costs import CostModels, Usage
@@ -83,11 +84,15 @@ class Platform:
 
     # -------------------------------------------------------------- auth
 
-    def authenticate(self, request: Request) -> Principal:
-        """The caller of a JWT or of an API key (a JWT never starts with `lbk_`: it is base64 JSON)."""
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller of a JWT or of an API key (a JWT never starts with `lbk_`: it is base64 JSON).
+
+        A JWT is checked on the event loop (microseconds, no I/O); a key is read from the state
+        store in a thread, so a slow store never stalls the replica's other requests.
+        """
         token = bearer_token(request.headers.get("authorization"))
         if token.startswith(API_KEY_PREFIX):
-            return self.keys.verify(token)
+            return await asyncio.to_thread(self.keys.verify, token)
         return self.verifier.verify(token)
 
     # -------------------------------------------------------------- models
@@ -178,14 +183,15 @@ class Platform:
     async def call(self, service: str, request: Any, principal: Principal) -> Any:
         """One interactive model call, charged what it used."""
         async with self.admitted(service, request, principal) as call:
-            result = await self.handles[service].run.remote(request)
+            result = await handle_for(self.handles[service], request).run.remote(request)
             self.meter.charge(call, used(request, result))
             return result
 
     async def stream(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Any]:
         """A streamed interactive call; the grant is held until the stream ends."""
         async with self.admitted(service, request, principal) as call:
-            async for chunk in self.handles[service].options(stream=True).stream.remote(request):
+            handle = handle_for(self.handles[service], request).options(stream=True)
+            async for chunk in handle.stream.remote(request):
                 if isinstance(chunk, LLMChunk) and chunk.finish_reason is not None:
                     self.meter.charge(
                         call, Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
