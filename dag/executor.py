@@ -99,6 +99,8 @@ class WorkflowExecutor:
         self.plans: dict[str, WorkflowPlan] = {}
         self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
         self.node_refs: dict[str, dict[str, Any]] = {}
+        # (workflow, node) -> the node's request and grant, asked for when its only parent completed
+        self.early_grants: dict[tuple[str, str], asyncio.Task[tuple[Any, int]]] = {}
         self.runs: dict[str, asyncio.Task[None]] = {}
         self.resumed = False
         self._self: Any = None
@@ -210,6 +212,8 @@ class WorkflowExecutor:
             log.exception("workflow %s failed in the executor", key)
             await self._finish(record, executor_failed=True)
         finally:
+            for early_key in [k for k in self.early_grants if k[0] == key]:  # children that never started
+                self._give_back(self.early_grants.pop(early_key))
             self.runs.pop(key, None)
             self.node_refs.pop(key, None)
             self.records.pop(key, None)
@@ -301,23 +305,17 @@ class WorkflowExecutor:
         """Run one node once its parents' outputs (`inputs`, in edge order) are ready."""
         record = self.records[key]
         node = record.node(node_id)
-        plan = self.plans[key]
-        spec = plan.nodes[node_id]
+        spec = self.plans[key].nodes[node_id]
+        early = self.early_grants.pop((key, node_id), None)
         if record.data.get("cancel_requested"):
+            self._give_back(early)
             raise NodeCancelled(node_id)
-        own = None
-        if node_id in record.data["spec"]["inputs"]:
-            own = await asyncio.to_thread(self.store.get_input, record, node_id)
-        parts: list[str | Output] = [spec.prompt]
-        if own is not None:
-            parts.append(own)
-        for edge, upstream in zip(plan.incoming[node_id], inputs, strict=True):
-            parts.extend([edge.prompt, upstream])
-        text, media = compose(parts)
-
         try:
-            request = build_request(spec.service, spec.params, text, media)
-            output = await self._attempts(record, node_id, spec.service, request)
+            if early is not None:
+                request, ticket = await early
+            else:
+                request, ticket = await self._request(record, node_id, list(inputs)), None
+            output = await self._attempts(record, node_id, spec.service, request, ticket)
         except asyncio.CancelledError:
             node.update(status=Status.CANCELLED.value, finished_at=now_rfc3339())
             self._write(record, {"type": "node", "node_id": node_id, "status": Status.CANCELLED.value})
@@ -335,17 +333,80 @@ class WorkflowExecutor:
         node.update(status=Status.COMPLETED.value, output=info, finished_at=now_rfc3339(), error=None)
         self.metrics.node_ended(spec.service, Status.COMPLETED)
         self._write(record, {"type": "node", "node_id": node_id, "status": Status.COMPLETED.value})
+        self._grant_children_early(record, node_id, output)
         return output
 
-    async def _attempts(self, record: WorkflowRecord, node_id: str, service: str, request: Any) -> Output:
+    async def _request(self, record: WorkflowRecord, node_id: str, inputs: list[Output]) -> Any:
+        """The node's model request: its prompt, its own input, then each parent's edge prompt and output."""
+        plan = self.plans[record.key]
+        spec = plan.nodes[node_id]
+        parts: list[str | Output] = [spec.prompt]
+        if node_id in record.data["spec"]["inputs"]:
+            own = await asyncio.to_thread(self.store.get_input, record, node_id)
+            if own is not None:
+                parts.append(own)
+        for edge, upstream in zip(plan.incoming[node_id], inputs, strict=True):
+            parts.extend([edge.prompt, upstream])
+        text, media = compose(parts)
+        return build_request(spec.service, spec.params, text, media)
+
+    # A child's grant, asked for as soon as its only parent completes.
+
+    def _grant_children_early(self, record: WorkflowRecord, node_id: str, output: Output) -> None:
+        """Start the children whose only parent this node is on their request and grant now.
+
+        Ray hands the output to such a child through the object store and starts its call a few
+        milliseconds later; asking the scheduler meanwhile takes the grant's round trip off the
+        chain's path. A child with several parents (a join) asks when it starts, as usual.
+        """
+        plan = self.plans[record.key]
+        for child in plan.children[node_id]:
+            if len(plan.incoming[child]) == 1 and not record.data.get("cancel_requested"):
+                task = asyncio.get_running_loop().create_task(self._early_grant(record, child, output))
+                self.early_grants[(record.key, child)] = task
+
+    async def _early_grant(self, record: WorkflowRecord, node_id: str, parent_output: Output) -> tuple[Any, int]:
+        request = await self._request(record, node_id, [parent_output])
+        service = self.plans[record.key].nodes[node_id].service
+        self._mark_queued(record, node_id)
+        ticket = await self.scheduler.grant(service, record.tenant, self._estimate(service, request), record.priority)
+        return request, ticket
+
+    def _give_back(self, early: asyncio.Task[tuple[Any, int]] | None) -> None:
+        """An early grant its node will not use: withdrawn if it is still asked for, else released."""
+        if early is None:
+            return
+        if not early.done():
+            early.cancel()  # the scheduler client withdraws the request, or returns the grant
+        elif not early.cancelled() and early.exception() is None:
+            self.scheduler.release(early.result()[1], None)
+
+    def _estimate(self, service: str, request: Any) -> float:
+        return self.costs.estimate(service, requested_usage(request))
+
+    def _mark_queued(self, record: WorkflowRecord, node_id: str) -> None:
+        node = record.node(node_id)
+        node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)
+        self._node_event(record, node_id, Status.QUEUED)
+
+    async def _attempts(
+        self, record: WorkflowRecord, node_id: str, service: str, request: Any, ticket: int | None = None
+    ) -> Output:
+        """The node's model call under a grant, tried again on retryable errors.
+
+        `ticket`: the grant of the first attempt when it was asked for early (the node is already
+        marked queued).
+        """
         node = record.node(node_id)
         handle = handle_for(serve.get_deployment_handle(service, app_name=self.app_name), request)
-        estimate = self.costs.estimate(service, requested_usage(request))
+        estimate = self._estimate(service, request)
         for attempt in range(1, self.retries + 2):
-            node.update(status=Status.QUEUED.value, attempts=node["attempts"] + 1, error=None)
-            self._node_event(record, node_id, Status.QUEUED)
+            if ticket is None:
+                self._mark_queued(record, node_id)
             try:
-                async with self.meter.admitted(service, record.tenant, estimate, record.priority) as call:
+                async with self.meter.admitted(
+                    service, record.tenant, estimate, record.priority, ticket=ticket
+                ) as call:
                     node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
                     self._node_event(record, node_id, Status.RUNNING)
                     result = await handle.run.remote(request)
@@ -356,6 +417,7 @@ class WorkflowExecutor:
             except Exception as exc:
                 if attempt > self.retries or not is_retryable(exc):
                     raise
+                ticket = None  # a grant is used once: the next attempt asks again
                 node["error"] = describe(exc)
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: retries do not march in step

@@ -114,9 +114,10 @@ class Meter:
         priority: str = "default",
         wait: bool = True,
         max_wait_s: float | None = None,
+        ticket: int | None = None,
     ) -> AsyncIterator[MeteredCall]:
         """The scheduler's grant for the block (see `SchedulerClient.admitted`), counted when it ends."""
-        async with self.scheduler.admitted(service, tenant, estimate, priority, wait, max_wait_s) as admission:
+        async with self.scheduler.admitted(service, tenant, estimate, priority, wait, max_wait_s, ticket) as admission:
             call = MeteredCall(admission)
             failed = False
             try:

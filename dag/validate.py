@@ -54,11 +54,14 @@ class WorkflowPlan:
     edges: list[PlannedEdge]
     order: list[str]  # a topological order
     incoming: dict[str, list[PlannedEdge]] = field(default_factory=dict)
+    children: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.incoming = {node_id: [] for node_id in self.nodes}
+        self.children = {node_id: [] for node_id in self.nodes}
         for edge in self.edges:
             self.incoming[edge.target].append(edge)
+            self.children[edge.source].append(edge.target)
 
 
 def node_detail(node: str, reason: str) -> dict[str, Any]:

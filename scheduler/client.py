@@ -169,9 +169,15 @@ class SchedulerClient:
         priority: str = "default",
         wait: bool = True,
         max_wait_s: float | None = None,
+        ticket: int | None = None,
     ) -> AsyncIterator[Admission]:
-        """Hold a grant for the block; it is released when the block ends, whatever happens in it."""
-        ticket = await self.grant(service, tenant, cost, priority, wait, max_wait_s)
+        """Hold a grant for the block; it is released when the block ends, whatever happens in it.
+
+        `ticket`: a grant the caller already obtained with `grant` for this call; the block holds
+        and releases it instead of asking for another.
+        """
+        if ticket is None:
+            ticket = await self.grant(service, tenant, cost, priority, wait, max_wait_s)
         admission = Admission(ticket, service, tenant, cost)
         renewal = asyncio.get_running_loop().create_task(self._renew(ticket))
         try:

@@ -70,7 +70,7 @@ def test_grants_across_processes_respect_the_dispatch_limit(ray_cluster: None) -
     spans.sort()
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end - 0.05  # one at a time: each starts after the previous released
-    assert stats(actor)["in_flight"] == 0
+    wait_until(lambda: stats(actor)["in_flight"] == 0)  # the last release is fire-and-forget
 
 
 def test_waiting_grant_can_be_cancelled(ray_cluster: None) -> None:

@@ -206,6 +206,42 @@ def test_cancel_then_retry_keeps_completed_outputs(http: httpx.Client) -> None:
     assert http.post(f"/v1/workflows/{workflow_id}/retry").status_code == 409
 
 
+def test_cancel_gives_back_the_grants_children_asked_for_early(platform_url: str) -> None:
+    """A node asks for its children's grants when it completes (dag/executor.py); cancelled, the
+    workflow leaves none behind: neither the running child's nor the one still queued for its turn."""
+    tenant = f"wf-{uuid.uuid4().hex[:8]}"
+    admin_headers = {"Authorization": f"Bearer {make_token(tenant='ops', role='admin')}"}
+    with (
+        httpx.Client(base_url=platform_url, headers=admin_headers, timeout=60) as admin,
+        client(platform_url, tenant) as http,
+    ):
+        assert admin.put(f"/v1/admin/tenants/{tenant}", json={"max_concurrency": 1}).status_code == 200
+        long = llm("Write a very long essay about rivers.", 200)
+        body = {
+            "nodes": {"first": llm("Say hello."), "left": long, "right": long},
+            "edges": [{"from": "first", "to": "left"}, {"from": "first", "to": "right"}],
+        }
+        workflow_id = submit(http, body)
+        deadline = time.monotonic() + 120
+        while True:  # one child runs; the other is queued behind the tenant's one-call limit
+            nodes = http.get(f"/v1/workflows/{workflow_id}").json()["nodes"]
+            if sorted(nodes[n]["status"] for n in ("left", "right")) == ["queued", "running"]:
+                break
+            assert time.monotonic() < deadline, nodes
+            time.sleep(0.05)
+        assert http.post(f"/v1/workflows/{workflow_id}/cancel").status_code == 202
+        assert wait_final(http, workflow_id)["status"] == "cancelled"
+
+        def held() -> dict[str, int]:
+            flow = admin.get("/v1/admin/scheduler").json()["services"]["llm"]["tenants"][tenant]
+            return {"in_flight": flow["in_flight"], "queued": flow["queued"]}
+
+        deadline = time.monotonic() + 10  # releases are fire-and-forget; a leaked grant would stay 30 s
+        while held() != {"in_flight": 0, "queued": 0}:
+            assert time.monotonic() < deadline, held()
+            time.sleep(0.1)
+
+
 def test_delete_removes_record_events_and_outputs(http: httpx.Client) -> None:
     workflow_id = submit(http, {"nodes": {"a": llm("Hi")}})
     wait_final(http, workflow_id)
