@@ -4,7 +4,9 @@ Each node is a call of the actor's own `run_node` method whose arguments are its
 object references, in edge order. Ray starts the call only when every parent has finished, so a
 join waits for all of its parents by construction, independent branches run side by side, and
 node outputs travel through Ray's object store, never through the ingress, the scheduler or the
-artifact store. A node asks the scheduler for its grant only once its inputs are ready.
+artifact store. A node asks the scheduler for its grant only once its inputs are ready: when its
+only parent completes, that parent asks for it on its behalf, so the grant's round trip runs while
+Ray hands the output over rather than after (a join asks when it starts).
 
 Every state change is written to the workflow's document and event log in one step, in the order
 the changes happen, and every output is persisted as it is produced, before its node is recorded
@@ -102,10 +104,12 @@ class WorkflowExecutor:
         # (workflow, node) -> the node's request and grant, asked for when its only parent completed
         self.early_grants: dict[tuple[str, str], asyncio.Task[tuple[Any, int]]] = {}
         self.runs: dict[str, asyncio.Task[None]] = {}
-        self.resumed = False
         self._self: Any = None
         self.metrics = ExecutorMetrics()
         use_json_lines(log)
+        # A restarted executor resumes at once, not at its first call (Ray runs an async actor's
+        # constructor in its event loop); the entry points wait for it too.
+        self.resumed = asyncio.get_running_loop().create_task(self._resume_unfinished())
 
     # -------------------------------------------------------------- entry points
 
@@ -114,7 +118,7 @@ class WorkflowExecutor:
         await self._resume_all()
         if key not in self.runs:
             record = await asyncio.to_thread(self.store.find, key)
-            if record is not None and not record.status.final:
+            if record is not None and not record.status.final and key not in self.runs:
                 self._launch(record)
 
     async def cancel(self, key: str) -> None:
@@ -171,10 +175,13 @@ class WorkflowExecutor:
     # -------------------------------------------------------------- running a workflow
 
     async def _resume_all(self) -> None:
-        """Once per actor life: pick up every workflow that had not ended when the last one died."""
-        if self.resumed:
-            return
-        self.resumed = True
+        """Wait until the workflows that had not ended when the last executor died are running again."""
+        if self.resumed.done() and self.resumed.exception() is not None:  # the store was down: try again
+            self.resumed = asyncio.get_running_loop().create_task(self._resume_unfinished())
+        await asyncio.shield(self.resumed)
+
+    async def _resume_unfinished(self) -> None:
+        """Once per actor life, from its constructor: pick up every workflow that had not ended."""
         self._self = ray.get_runtime_context().current_actor
         for record in await asyncio.to_thread(self.store.unfinished):
             if record.key not in self.runs:

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 # Status of a modality is asked of its replicas at most this often.
 STATUS_TTL_S = 5.0
-EXECUTOR_WAKE_S = 2.0
 
 
 class Platform:
@@ -70,17 +69,6 @@ class Platform:
         if not self._background and self.app_name:
             loop = asyncio.get_running_loop()
             self._background.append(loop.create_task(follow_capacity(self, self.app_name)))
-            self._background.append(loop.create_task(self._wake_executor()))
-
-    async def _wake_executor(self) -> None:
-        """Call the executor every few seconds: a restarted one resumes unfinished workflows on its
-        first call, so a crash is followed by a resume within seconds, not at the next request."""
-        while True:
-            try:
-                await asyncio.wait_for(self.executor.ping.remote(), timeout=30)
-            except Exception:  # restarting: the next round reaches its successor
-                log.warning("the workflow executor did not answer; trying again")
-            await asyncio.sleep(EXECUTOR_WAKE_S)
 
     # -------------------------------------------------------------- auth
 

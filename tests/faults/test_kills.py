@@ -44,8 +44,13 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
 @pytest.fixture()
 def llm_limit(platform_url: str) -> int:
     """The llm dispatch limit, once the ingress has set it from the replicas (2 for one replica):
-    it starts at 1, the service's configured concurrency."""
+    it starts at 1, the service's configured concurrency.
+
+    Also waits until no earlier test holds an llm grant: one held by a process a test killed is
+    freed only when its 30 s lease runs out, and it would take one of the slots these tests count on.
+    """
     wait_until(lambda: llm_stats()["dispatch_limit"] >= 2, 60, "the ingress to set the llm dispatch limit")
+    wait_until(lambda: llm_stats()["in_flight"] == 0, 60, "earlier tests' llm grants to end")
     return int(llm_stats()["dispatch_limit"])
 
 
