@@ -102,7 +102,7 @@ class WorkflowExecutor:
         self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
         self.node_refs: dict[str, dict[str, Any]] = {}
         # (workflow, node) -> the node's request and grant, asked for when its only parent completed
-        self.early_grants: dict[tuple[str, str], asyncio.Task[tuple[Any, int]]] = {}
+        self.early_grants: dict[tuple[str, str], asyncio.Task[tuple[Any, int | None]]] = {}
         self.runs: dict[str, asyncio.Task[None]] = {}
         self._self: Any = None
         self.metrics = ExecutorMetrics()
@@ -322,7 +322,7 @@ class WorkflowExecutor:
                 request, ticket = await early
             else:
                 request, ticket = await self._request(record, node_id, list(inputs)), None
-            output = await self._attempts(record, node_id, spec.service, request, ticket)
+            output = await self._attempts(record, node_id, spec.service, request, ticket, queued=early is not None)
         except asyncio.CancelledError:
             node.update(status=Status.CANCELLED.value, finished_at=now_rfc3339())
             self._write(record, {"type": "node", "node_id": node_id, "status": Status.CANCELLED.value})
@@ -372,21 +372,30 @@ class WorkflowExecutor:
                 task = asyncio.get_running_loop().create_task(self._early_grant(record, child, output))
                 self.early_grants[(record.key, child)] = task
 
-    async def _early_grant(self, record: WorkflowRecord, node_id: str, parent_output: Output) -> tuple[Any, int]:
+    async def _early_grant(self, record: WorkflowRecord, node_id: str, parent_output: Output) -> tuple[Any, int | None]:
+        """The node's request, and its grant (None if the scheduler refused it: the node then asks
+        again itself, with its usual retries). The node is queued from here on."""
         request = await self._request(record, node_id, [parent_output])
         service = self.plans[record.key].nodes[node_id].service
         self._mark_queued(record, node_id)
-        ticket = await self.scheduler.grant(service, record.tenant, self._estimate(service, request), record.priority)
+        try:
+            ticket = await self.scheduler.grant(
+                service, record.tenant, self._estimate(service, request), record.priority
+            )
+        except Exception:
+            return request, None
         return request, ticket
 
-    def _give_back(self, early: asyncio.Task[tuple[Any, int]] | None) -> None:
+    def _give_back(self, early: asyncio.Task[tuple[Any, int | None]] | None) -> None:
         """An early grant its node will not use: withdrawn if it is still asked for, else released."""
         if early is None:
             return
         if not early.done():
             early.cancel()  # the scheduler client withdraws the request, or returns the grant
         elif not early.cancelled() and early.exception() is None:
-            self.scheduler.release(early.result()[1], None)
+            ticket = early.result()[1]
+            if ticket is not None:
+                self.scheduler.release(ticket, None)
 
     def _estimate(self, service: str, request: Any) -> float:
         return self.costs.estimate(service, requested_usage(request))
@@ -397,19 +406,26 @@ class WorkflowExecutor:
         self._node_event(record, node_id, Status.QUEUED)
 
     async def _attempts(
-        self, record: WorkflowRecord, node_id: str, service: str, request: Any, ticket: int | None = None
+        self,
+        record: WorkflowRecord,
+        node_id: str,
+        service: str,
+        request: Any,
+        ticket: int | None = None,
+        queued: bool = False,
     ) -> Output:
         """The node's model call under a grant, tried again on retryable errors.
 
-        `ticket`: the grant of the first attempt when it was asked for early (the node is already
-        marked queued).
+        For a node whose grant was asked for early: `ticket`, that grant (None if it was refused),
+        and `queued`, the node's first attempt is already marked queued.
         """
         node = record.node(node_id)
         handle = handle_for(serve.get_deployment_handle(service, app_name=self.app_name), request)
         estimate = self._estimate(service, request)
         for attempt in range(1, self.retries + 2):
-            if ticket is None:
+            if not queued:
                 self._mark_queued(record, node_id)
+            queued = False
             try:
                 async with self.meter.admitted(
                     service, record.tenant, estimate, record.priority, ticket=ticket
