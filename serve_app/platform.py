@@ -85,6 +85,11 @@ class Platform:
 
     # -------------------------------------------------------------- models
 
+    def forget_status(self, service: str) -> None:
+        """Drop a service's cached status, so that the next read asks its replicas (after an admin's
+        change of its backends; other ingress replicas see it within `STATUS_TTL_S`)."""
+        self._status.pop(service, None)
+
     async def status(self, service: str, timeout_s: float = 5.0) -> dict[str, Any]:
         """The modality's readiness and backends, cached briefly; a silent replica is not ready."""
         cached = self._status.get(service)

@@ -104,4 +104,5 @@ def arrange_models(
         sorted(current.disabled) if body.disabled is None else body.disabled,
     )
     save_arrangement(platform.store, service, arrangement)
+    platform.forget_status(service)  # `/v1/models` names the serving backend from it
     return JSONResponse(service_view(platform, service))

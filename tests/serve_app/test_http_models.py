@@ -121,6 +121,18 @@ def llm_model(admin_http: httpx.Client) -> dict[str, Any]:
     return next(m for m in admin_http.get("/v1/models").json()["data"] if m["id"] == "llm")
 
 
+def test_v1_models_follows_a_new_arrangement_at_once(admin_http: httpx.Client, restore: None) -> None:
+    def serving() -> str:
+        models = {m["id"]: m for m in admin_http.get("/v1/models").json()["data"]}
+        return str(models["llm"]["backend"])
+
+    assert serving() == "llama_cpp"  # and the ingress has the status cached now
+    assert admin_http.put("/v1/admin/models/llm", json={"backends": ["gemini", "llama_cpp"]}).status_code == 200
+    assert serving() == "gemini"
+    assert admin_http.put("/v1/admin/models/llm", json=DEFAULT).status_code == 200
+    assert serving() == "llama_cpp"
+
+
 def test_the_arrangement_survives_a_replica_restart(
     admin_http: httpx.Client, session_gemini: FakeGemini, restore: None
 ) -> None:
