@@ -4,6 +4,9 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 # Offline, the image modalities have no real weights: `make run` serves them with the named
 # tiny-random fixtures. With network (or weights in HF_HOME), `make run IMAGE_BACKENDS=hub`.
+# `make run` is one machine: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray's own servers (GCS,
+# raylet, object store) on 127.0.0.1 rather than the machine's address; clusters use cluster.yaml
+# or kuberay/.
 IMAGE_BACKENDS ?= tiny-random
 CONFIG ?= serve_config.yaml
 
@@ -21,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	@echo "Serving on http://127.0.0.1:8000 (image backends: $(IMAGE_BACKENDS)); a token: $(VENV)/bin/labubu token --tenant demo"
-	LABUBU_IMAGE_BACKENDS=$(IMAGE_BACKENDS) HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/serve run $(CONFIG)
+	LABUBU_IMAGE_BACKENDS=$(IMAGE_BACKENDS) HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0} \
+		$(VENV)/bin/serve run $(CONFIG)
 
 test: install
 	$(VENV)/bin/pytest
