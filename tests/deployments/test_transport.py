@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployments.transport import BY_VALUE_MAX_BYTES, by_value, handle_for, payload_bound
+from deployments.transport import BY_VALUE_MAX_BYTES, by_value, payload_bound
 from deployments.types import (
     CaptionRequest,
     ChatMessage,
@@ -44,20 +44,3 @@ def test_the_bound_keeps_a_wide_margin_below_serves_cap() -> None:
     biggest = ImageRequest(prompt="a cat", width=480, height=480, n=1)
     assert by_value(biggest) and biggest.width * biggest.height * 4 < BY_VALUE_MAX_BYTES
     assert payload_bound(SpeechRequest(text="abc")) < payload_bound(SpeechRequest(text="abcdef"))
-
-
-class RecordingHandle:
-    def __init__(self) -> None:
-        self.options_seen: list[dict[str, object]] = []
-
-    def options(self, **options: object) -> RecordingHandle:
-        self.options_seen.append(options)
-        return self
-
-
-def test_handle_for_asks_serve_for_a_by_value_call_only_when_small() -> None:
-    small, large = RecordingHandle(), RecordingHandle()
-    handle_for(small, SpeechRequest(text="Hi."))
-    handle_for(large, SpeechRequest(text="word " * 400))
-    assert small.options_seen == [{"_by_reference": False}]
-    assert large.options_seen == []

@@ -16,7 +16,7 @@ from ray import serve
 
 from deployments import media
 from deployments.transport import handle_for
-from deployments.types import CaptionRequest
+from deployments.types import CaptionRequest, SpeechRequest
 from tests.conftest import make_token
 
 pytestmark = pytest.mark.ray
@@ -44,6 +44,14 @@ def noise_png(side: int) -> bytes:
     buffer = io.BytesIO()
     noise.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_handle_for_asks_serve_for_a_by_value_call_only_when_small(platform_url: str) -> None:
+    handle = serve.get_deployment_handle("tts", app_name="labubu")
+    small = handle_for(handle, SpeechRequest(text="Hi."))
+    large = handle_for(handle, SpeechRequest(text="word " * 400))
+    assert small.handle_options._by_reference is False
+    assert large is handle and handle.handle_options._by_reference is True
 
 
 async def test_a_request_larger_than_the_cap_goes_by_reference_and_is_answered(platform_url: str) -> None:
