@@ -30,9 +30,12 @@ run: install
 test: install
 	$(VENV)/bin/pytest
 
+# The packages' code style and types: what CI checks before the tests (.ci/run).
+PACKAGES := serve_app deployments scheduler dag state modalities common
 lint: install
-	$(VENV)/bin/ruff check serve_app deployments scheduler dag state tests benchmarks scripts kuberay
-	$(VENV)/bin/mypy serve_app deployments scheduler dag state
+	$(VENV)/bin/ruff check $(PACKAGES) tests benchmarks scripts kuberay
+	$(VENV)/bin/ruff format --check $(PACKAGES) tests benchmarks scripts kuberay
+	$(VENV)/bin/mypy $(PACKAGES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -34,29 +34,44 @@ Metrics:
 - utilisation: busy slot-time while arrivals last, over slots × duration.
 
     .venv/bin/python benchmarks/fairness.py [--seed 1] [--actor]
+    .venv/bin/python benchmarks/fairness.py --scale [--tenants 10000] [--queued 1000000] [--actor]
 
 The last line is one JSON object: `{"policies": {"ours": P, "fcfs": P, "rate_limit": P,
 "labubu_v1": P}, "actor": {...} | null}`, each P the worst over the traces of
 `{"max_weighted_gap_in_max_costs", "jain", "light_p99_ratio", "utilisation"}`. The "actor" half is
 `measure_actor()` from `benchmarks/fairness_actor.py`, run with `--actor`. The exit status is 1 when
 `ours` misses a target (gap <= 2, Jain >= 0.99, light p99 ratio <= 2).
+
+`--scale` measures the policy alone at internet scale instead: 10,000 tenants over five services,
+1,000,000 requests kept queued (every flow stays backlogged: each grant is followed by one more
+submission from its flow), and per phase, in CPU seconds of this process (the machine is shared):
+submissions, releases, and decisions (grants chosen and dispatched, the time in `dispatch`). It also
+measures the bytes allocated at 100k, 300k and 1M queued (tracemalloc, on a separate fill) and the
+weighted gap as above (`scale_gap`). With `--actor`, one actor's grants/s from 8 caller processes
+(`measure_capacity()` in benchmarks/fairness_actor.py). The last line is `{"decisions_per_s": D,
+"tenants": 10000, "queued": 1000000, "max_weighted_gap_in_max_costs": G, ...}`; the exit status is 1
+when D < 100,000 or G > 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import json
 import math
 import random
+import resource
 import sys
-from collections import defaultdict, deque
+import time
+import tracemalloc
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from scheduler.buckets import TokenBucket
-from scheduler.policy import FairScheduler
+from scheduler.policy import FairScheduler, Grant
 from scheduler.settings import ServiceLimits, TenantSettings
 
 SLOTS = 4
@@ -439,6 +454,224 @@ def worst(results: Sequence[Result]) -> dict[str, float]:
     }
 
 
+# ---------------------------------------------------------------- at scale
+
+# Five services with their own cost units and slots, as in the platform's config.
+SCALE_SERVICES: dict[str, tuple[int, tuple[float, float]]] = {  # slots, request cost range
+    "llm": (256, (50.0, 2000.0)),  # prompt + 2 × output tokens
+    "tts": (64, (20.0, 600.0)),  # characters
+    "stt": (64, (1.0, 60.0)),  # audio seconds
+    "pic2text": (32, (1.0, 4.0)),  # images
+    "text2pic": (32, (5.0, 50.0)),  # steps × megapixels
+}
+SCALE_WEIGHTS = (0.5, 1.0, 1.0, 1.0, 2.0, 4.0)
+SCALE_PRIORITIES = ("critical",) + ("default",) * 8 + ("low",)
+SCALE_MEMORY_POINTS = (100_000, 300_000, 1_000_000)
+SCALE_TARGETS = {"decisions_per_s": 100_000.0, "max_weighted_gap_in_max_costs": 2.0}
+
+
+@dataclass(frozen=True)
+class ScaleWorkload:
+    """Tenants, their flows and the requests they keep queued, drawn before any clock runs.
+
+    Each tenant uses one to three services; each of its flows keeps `depth` requests waiting (at
+    least 4; a few flows hold a thousand), and submits one more each time one is granted, so that every
+    flow stays backlogged from its first submission to the end: then every pair of tenants on a
+    service is waiting throughout, and the weighted gap is computable without pairs (`scale_gap`).
+    """
+
+    weights: dict[str, float]
+    flows: list[tuple[str, str, int]]  # (service, tenant, depth)
+    costs: dict[str, list[float]]  # per service, a pool of request costs to draw from in turn
+    priorities: list[str]  # a pool of priorities to draw from in turn
+
+    @property
+    def queued(self) -> int:
+        return sum(depth for _, _, depth in self.flows)
+
+    def requests(self, seed: int, limit: int | None = None) -> list[tuple[str, str, float, str]]:
+        """The initial queue in a random order, as (service, tenant, cost, priority)."""
+        order = [i for i, (_, _, depth) in enumerate(self.flows) for _ in range(depth)]
+        random.Random(seed).shuffle(order)
+        out = []
+        index = dict.fromkeys(self.costs, 0)
+        for n, i in enumerate(order[:limit]):
+            service, tenant, _ = self.flows[i]
+            pool = self.costs[service]
+            out.append((service, tenant, pool[index[service] % len(pool)], self.priorities[n % len(self.priorities)]))
+            index[service] += 1
+        return out
+
+
+def scale_workload(seed: int, tenants: int, queued: int) -> ScaleWorkload:
+    rng = random.Random(seed)
+    names = [f"t{i:05d}" for i in range(tenants)]
+    weights = {name: rng.choice(SCALE_WEIGHTS) for name in names}
+    services = list(SCALE_SERVICES)
+    pairs = [(service, name) for name in names for service in rng.sample(services, rng.randint(1, 3))]
+    # Pareto-distributed depths: most flows hold a few requests, a few hold hundreds.
+    raw = [min(rng.paretovariate(1.2), 100.0) for _ in pairs]
+    floor = 4
+    scale = (queued - floor * len(pairs)) / sum(raw)
+    depths = [floor + int(r * scale) for r in raw]
+    for i in range(queued - sum(depths)):  # rounding: top up to exactly `queued`
+        depths[i % len(depths)] += 1
+    flows = [(service, name, depth) for (service, name), depth in zip(pairs, depths, strict=True)]
+    costs = {
+        service: [rng.uniform(low, high) for _ in range(65_536)] for service, (_, (low, high)) in SCALE_SERVICES.items()
+    }
+    priorities = [rng.choice(SCALE_PRIORITIES) for _ in range(4096)]
+    return ScaleWorkload(weights, flows, costs, priorities)
+
+
+def scale_scheduler(workload: ScaleWorkload) -> FairScheduler:
+    scheduler = FairScheduler({name: ServiceLimits(slots) for name, (slots, _) in SCALE_SERVICES.items()})
+    for tenant, weight in workload.weights.items():
+        # Tenant limits that never bind: the queue discipline is what is measured.
+        scheduler.set_tenant(
+            tenant, TenantSettings(weight=weight, max_concurrency=10_000, rate_per_s=1e9, burst=1e9, max_queued=10**7)
+        )
+    return scheduler
+
+
+def scale_memory(workload: ScaleWorkload, points: Sequence[int]) -> list[tuple[int, int]]:
+    """Bytes the scheduler allocated (tracemalloc) with each of `points` requests queued."""
+    requests = workload.requests(0, max(points))
+    tracemalloc.start()
+    scheduler = scale_scheduler(workload)
+    base = tracemalloc.get_traced_memory()[0]
+    out = []
+    done = 0
+    for point in sorted(points):
+        for service, tenant, cost, priority in requests[done:point]:
+            scheduler.submit(service, tenant, cost, now=0.0, priority=priority)
+        done = point
+        out.append((point, tracemalloc.get_traced_memory()[0] - base))
+    tracemalloc.stop()
+    return out
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    queued: int
+    submit_per_s: float  # initial fill
+    decisions: int
+    batch: int
+    decisions_per_s: float  # grants chosen and dispatched, over the time in `dispatch`
+    release_per_s: float
+    refill_submit_per_s: float
+    cycle_per_s: float  # release + submit + dispatch, per grant
+    wall_per_s: float  # grants per second of the steady phase on the wall clock, bookkeeping included
+    gap: float
+    rss_mb: float  # the process's resident memory at the end of the run
+
+
+def scale_run(workload: ScaleWorkload, decisions: int, batch: int) -> ScaleResult:
+    """Fill the queue, then keep it full: release the `batch` oldest grants, dispatch (which grants
+    as many), and submit one request for each flow granted. Each phase is timed on its own."""
+    requests = workload.requests(0)
+    scheduler = scale_scheduler(workload)
+    # CPU time of this process, not wall time: the machine is shared, and what is measured is the
+    # policy's own cost. The whole steady phase is also timed on the wall clock, bookkeeping included.
+    clock = time.process_time
+    submit = scheduler.submit
+    gc.collect()
+    gc.disable()  # a collection of a million-object heap would land in one phase's timing
+    try:
+        start = clock()
+        for service, tenant, cost, priority in requests:
+            submit(service, tenant, cost, now=0.0, priority=priority)
+        fill_s = clock() - start
+        del requests
+
+        log: list[Grant] = []
+        in_flight: deque[int] = deque()
+        costs = workload.costs
+        cursor = dict.fromkeys(costs, 0)
+        priorities = workload.priorities
+        release, dispatch = scheduler.release, scheduler.dispatch
+        release_s = submit_s = dispatch_s = 0.0
+        now = 0.0
+        grants = dispatch(now)
+        wall = time.perf_counter()
+        depths = {(service, tenant): depth for service, tenant, depth in workload.flows}
+        while True:
+            for (service, tenant), count in Counter((g.service, g.tenant) for g in grants).items():
+                if count >= depths[service, tenant]:  # it went idle: `scale_gap` would not hold
+                    raise RuntimeError(f"flow {service}/{tenant} drained in one dispatch")
+            log.extend(grants)
+            in_flight.extend(g.ticket for g in grants)
+            t0 = clock()
+            for g in grants:  # each granted flow queues one more
+                service = g.service
+                i = cursor[service]
+                cursor[service] = i + 1
+                pool = costs[service]
+                submit(service, g.tenant, pool[i & 65535], now=now, priority=priorities[i & 4095])
+            t1 = clock()
+            submit_s += t1 - t0
+            if len(log) >= decisions:
+                break
+            now += 0.001
+            t0 = clock()
+            for _ in range(batch):
+                release(in_flight.popleft())
+            t1 = clock()
+            grants = dispatch(now)
+            t2 = clock()
+            release_s += t1 - t0
+            dispatch_s += t2 - t1
+            if len(grants) != batch:
+                raise RuntimeError(f"dispatch granted {len(grants)} after {batch} releases")
+        wall = time.perf_counter() - wall
+    finally:
+        gc.enable()
+    with open("/proc/self/statm") as statm:  # resident now, with the scheduler and its queue alive
+        rss_mb = int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+    steady = len(log) - sum(slots for slots, _ in SCALE_SERVICES.values())  # after the first dispatch
+    return ScaleResult(
+        queued=workload.queued,
+        submit_per_s=workload.queued / fill_s,
+        decisions=len(log),
+        batch=batch,
+        decisions_per_s=steady / dispatch_s,
+        release_per_s=steady / release_s,
+        refill_submit_per_s=len(log) / submit_s,
+        cycle_per_s=steady / (release_s + dispatch_s + submit_s * steady / len(log)),
+        wall_per_s=steady / wall,
+        gap=scale_gap(workload, log),
+        rss_mb=rss_mb,
+    )
+
+
+def scale_gap(workload: ScaleWorkload, log: Sequence[Grant]) -> float:
+    """`weighted_gap` for a run in which every flow stays backlogged throughout.
+
+    Then every pair of tenants on a service is waiting from before the first grant to the end, and
+    the largest gap over pairs and times is the largest, over times, of `max_i S_i/w_i - min_j
+    S_j/w_j` over that service's flows: O(grants × log flows) instead of O(grants × pairs). In max
+    costs / min weight of each service, as `weighted_gap`.
+    """
+    worst = 0.0
+    by_service: dict[str, list[Grant]] = defaultdict(list)
+    for grant in log:
+        by_service[grant.service].append(grant)
+    for service, grants in by_service.items():
+        tenants = [tenant for s, tenant, _ in workload.flows if s == service]
+        unit = max(workload.costs[service]) / min(workload.weights[t] for t in tenants)
+        served = dict.fromkeys(tenants, 0.0)
+        lowest = [(0.0, tenant) for tenant in tenants]  # a heap of (S/w, tenant), stale entries kept
+        highest = 0.0
+        for grant in grants:
+            served[grant.tenant] += grant.cost / workload.weights[grant.tenant]
+            highest = max(highest, served[grant.tenant])
+            heapq.heappush(lowest, (served[grant.tenant], grant.tenant))
+            while lowest[0][0] != served[lowest[0][1]]:
+                heapq.heappop(lowest)
+            worst = max(worst, (highest - lowest[0][0]) / unit)
+    return worst
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -484,6 +717,95 @@ def report(traces: Sequence[Trace], results: dict[str, list[Result]]) -> None:
     print(table(rows))
 
 
+def scale_report(memory: Sequence[tuple[int, int]], runs: Sequence[ScaleResult], actor: dict[str, Any] | None) -> None:
+    print(f"\nscale: {len(SCALE_SERVICES)} services, tenants and queue as below, every flow kept backlogged")
+    if memory:
+        rows = [["queued", "allocated (MB)", "bytes / queued request", "marginal bytes / request"]]
+        previous: tuple[int, int] | None = None
+        for queued, allocated in memory:
+            marginal = "" if previous is None else f"{(allocated - previous[1]) / (queued - previous[0]):.0f}"
+            rows.append([f"{queued:,}", f"{allocated / 2**20:.1f}", f"{allocated / queued:.0f}", marginal])
+            previous = (queued, allocated)
+        print(table(rows))
+        print()
+    rows = [
+        [
+            "batch",
+            "queued",
+            "decisions",
+            "submit/s (fill)",
+            "submit/s (steady)",
+            "release/s",
+            "decisions/s",
+            "cycle/s",
+            "wall/s",
+            "weighted gap",
+            "RSS (MB)",
+        ]
+    ]
+    for r in runs:
+        rows.append(
+            [
+                str(r.batch),
+                f"{r.queued:,}",
+                f"{r.decisions:,}",
+                f"{r.submit_per_s:,.0f}",
+                f"{r.refill_submit_per_s:,.0f}",
+                f"{r.release_per_s:,.0f}",
+                f"{r.decisions_per_s:,.0f}",
+                f"{r.cycle_per_s:,.0f}",
+                f"{r.wall_per_s:,.0f}",
+                f"{r.gap:.3f}",
+                f"{r.rss_mb:.0f}",
+            ]
+        )
+    print(table(rows))
+    print(
+        "decisions/s: grants chosen and dispatched per second of `dispatch` (batch: releases, hence grants,"
+        " per dispatch call); cycle/s: per grant, release + dispatch + the refill submit (CPU time);"
+        " wall/s: grants per wall-clock second of the steady phase, the benchmark's bookkeeping and the"
+        " machine's other load included"
+    )
+    if actor is not None:
+        print(
+            f"\nactor, {actor['processes']} caller processes ({actor['processes_on_time']} ready in time), each with"
+            f" {actor['in_flight_per_process']} callers batching grants: {actor['grants_per_s']:,.0f} grants/s"
+            f" over {actor['seconds']:g} s"
+        )
+
+
+def scale_main(args: argparse.Namespace) -> int:
+    workload = scale_workload(args.seed, args.tenants, args.queued)
+    points = [p for p in SCALE_MEMORY_POINTS if p < args.queued] + [args.queued]
+    memory = scale_memory(workload, points) if args.memory else []
+    runs = [scale_run(workload, args.decisions, batch) for batch in args.batch]
+    actor: dict[str, Any] | None = None
+    if args.actor:
+        from fairness_actor import measure_capacity  # the live half, beside this file
+
+        actor = measure_capacity()
+    main_run = runs[0]
+    figures: dict[str, Any] = {
+        "decisions_per_s": round(main_run.decisions_per_s),
+        "tenants": args.tenants,
+        "queued": workload.queued,
+        "max_weighted_gap_in_max_costs": round(max(r.gap for r in runs), 4),
+        "batch": main_run.batch,
+        "cycle_per_s": round(main_run.cycle_per_s),
+        "submit_per_s": round(main_run.refill_submit_per_s),
+        "release_per_s": round(main_run.release_per_s),
+        "bytes_per_queued_request": {str(q): round(m / q) for q, m in memory},
+        "actor_grants_per_s_8_processes": None if actor is None else round(actor["grants_per_s"]),
+    }
+    scale_report(memory, runs, actor)
+    print(json.dumps(figures))
+    ok = (
+        figures["decisions_per_s"] >= SCALE_TARGETS["decisions_per_s"]
+        and figures["max_weighted_gap_in_max_costs"] <= SCALE_TARGETS["max_weighted_gap_in_max_costs"]
+    )
+    return 0 if ok else 1
+
+
 def meets_targets(figures: dict[str, float]) -> bool:
     return (
         figures["max_weighted_gap_in_max_costs"] <= TARGETS["max_weighted_gap_in_max_costs"]
@@ -501,7 +823,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=False,
         help="also measure the live scheduler actor (benchmarks/fairness_actor.py)",
     )
+    scale = parser.add_argument_group("--scale: the policy alone, with many tenants and a long queue")
+    scale.add_argument("--scale", action="store_true", help="measure the policy at scale instead of the traces")
+    scale.add_argument("--tenants", type=int, default=10_000)
+    scale.add_argument("--queued", type=int, default=1_000_000, help="requests kept waiting")
+    scale.add_argument("--decisions", type=int, default=300_000, help="grants to time, per batch size")
+    scale.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[64, 1],
+        help="releases (hence grants) per dispatch call; the first is the JSON line's",
+    )
+    scale.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure allocations at 100k, 300k and all queued (tracemalloc, a separate fill)",
+    )
     args = parser.parse_args(argv)
+    if args.scale:
+        return scale_main(args)
 
     traces = make_traces(args.seed)
     results = {name: [measure(tr, make) for tr in traces] for name, make in POLICIES.items()}

@@ -10,7 +10,7 @@ adds up the memory of the Ray cluster with all the CPU models loaded.
     .venv/bin/python benchmarks/serve_overhead.py [--requests 30]
 
 Last line: {"overhead_ms": {"llm": {"p50": ms, "p95": ms}, ...}, "rss_mb": N, "serve_floor_ms":
-{"p50": ms, "p95": ms}, "rss_sum_mb": N}, every service of `deployments.types.SERVICES` (the
+{"p50": ms, "p95": ms}, "rss_sum_mb": N}, every service of `modalities.SERVICES` (the
 issue's five, and `embed`). `rss_mb` is the cluster's resident memory with each shared page counted
 once (the sum of the processes' proportional set sizes, PSS): the physical memory it takes.
 `rss_sum_mb` adds up each process's RSS, which counts the pages the model processes share (the
@@ -37,9 +37,8 @@ from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.registry import build_backend
+from deployments.serving import build_backend
 from deployments.types import (
-    SERVICES,
     CaptionRequest,
     ChatMessage,
     EmbedRequest,
@@ -48,6 +47,7 @@ from deployments.types import (
     SpeechRequest,
     TranscribeRequest,
 )
+from modalities import SERVICES
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
@@ -96,7 +96,9 @@ def cases(wav: bytes) -> dict[str, tuple[Any, Callable[[httpx.Client], httpx.Res
         ),
         "tts": (
             SpeechRequest(text="Hello there."),
-            lambda c: c.post("/v1/audio/speech", json={"model": "tts", "input": "Hello there."}),
+            lambda c: c.post(
+                "/v1/audio/speech", json={"model": "tts", "input": "Hello there.", "response_format": "wav"}
+            ),
         ),
         "pic2text": (
             CaptionRequest(images=[png]),
@@ -164,7 +166,7 @@ def main() -> None:
     base = start_platform(args.port)
     client = platform_client(base)
 
-    wav = client.post("/v1/audio/speech", json={"model": "tts", "input": SENTENCE}).content
+    wav = client.post("/v1/audio/speech", json={"model": "tts", "input": SENTENCE, "response_format": "wav"}).content
     pss_mb, rss_sum_mb = cluster_memory_mb()
     serve.run(FloorIngress.bind(Echo.bind()), name="floor", route_prefix="/floor")
 
@@ -174,8 +176,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     rows: dict[str, dict[str, float]] = {}
     for service, (request, over_http) in cases(wav).items():
-        spec = settings.services[service]["backends"][0]
-        backend = build_backend(service, spec["name"], spec.get("options"))
+        backend = build_backend(settings.service_config(service).backends[0])
         backend.load()
         for _ in range(2):  # warm both paths
             loop.run_until_complete(backend.run(request))

@@ -30,8 +30,9 @@ import ray
 from _platform import client as platform_client  # noqa: I001  (beside this file; sets up the path and env)
 from _platform import start_platform
 
-from dag.compose import TEXT_TYPE, Output, build_request, compose
-from deployments.transport import handle_for
+from modalities import build_request
+from modalities.base import TEXT_TYPE, Output, compose
+from modalities.transport import handle_for
 
 PROMPT = "Say OK."
 PARAMS = {"max_tokens": 2, "temperature": 0, "seed": 1}
@@ -81,7 +82,7 @@ def run_workflow(client: httpx.Client, body: dict[str, Any], timeout_s: float = 
 
 def replayed_requests(client: httpx.Client, record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """The model request each node of a finished workflow made, rebuilt from the outputs its parents
-    gave it with the executor's own composition (`dag.compose`).
+    gave it with the executor's own composition (`modalities.build_request`).
 
     The direct calls must be these very requests: replaying one fixed prompt instead would let
     llama.cpp reuse its cached prompt on every call while the workflow's nodes, whose prompts grow

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from common.errors import PlatformError
 
 
-class DagError(Exception):
+class DagError(PlatformError):
+    """Base of the workflow errors: the client's graph or action is wrong, so a retry cannot help."""
+
     code = "workflow_error"
     status = 400
-
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
 
 
 class InvalidWorkflow(DagError):

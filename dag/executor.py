@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -32,22 +33,41 @@ from typing import Any
 import ray
 from ray import serve
 
-from dag.compose import Output, build_request, compose, output_of
+import modalities
+from common.errors import unwrap
+from dag.config import ExecutorConfig, Stores
 from dag.errors import WorkflowConflict
-from dag.metering import Meter, UsageLedger, requested_usage, used
 from dag.records import Status, WorkflowRecord, WorkflowStore, now_rfc3339
 from dag.validate import WorkflowPlan
-from deployments.transport import handle_for
-from deployments.types import ModelError
-from scheduler.client import SchedulerClient, scheduler_error_of
-from scheduler.costs import CostModels
+from deployments.types import BackendFailure, Progress
+from modalities.base import Output, compose
+from modalities.metering import Meter, UsageLedger, used
+from modalities.transport import handle_for
+from scheduler.client import SchedulerClient
 
 log = logging.getLogger(__name__)
 
 ACTOR_NAME = "labubu-workflows"
 NAMESPACE = "labubu"
+# Where the config last handed to the executor is kept, so that a restart does not undo it.
+CONFIG_NAMESPACE = "executor"
+CONFIG_KEY = "config"
 # A write that fails (the state store restarting) is tried again for this long before it gives up.
 WRITE_RETRY_S = 60.0
+# A long call's progress is written at most this often (and always at 100%).
+PROGRESS_WRITE_S = 0.25
+
+
+# A node that carries its model request ready-made instead of a prompt and params: a batch line,
+# which the ingress converted as its route converts a request. Its own input (spec `inputs`, marked
+# `prepared`) is the request, pickled, and its output the call's whole result, pickled, so that the
+# ingress answers with the route's body (usage, tool calls, finish reason), not only the text. Only
+# the ingress writes such inputs: no client can name this content type.
+PREPARED = "application/x-labubu-prepared+pickle"
+
+
+def is_prepared(record: WorkflowRecord, node_id: str) -> bool:
+    return bool(record.data["spec"]["inputs"].get(node_id, {}).get("prepared"))
 
 
 class NodeFailed(Exception):
@@ -60,13 +80,9 @@ class NodeCancelled(Exception):
 
 def is_retryable(error: BaseException) -> bool:
     """Whether another attempt may succeed: a backend or replica failure, not the client's input."""
-    cause = getattr(error, "cause", None)
-    for candidate in (error, cause):
-        if isinstance(candidate, ModelError):
-            return candidate.retryable
-    scheduler_error = scheduler_error_of(error)
-    if scheduler_error is not None:
-        return scheduler_error.status in (429, 503)
+    platform_error = unwrap(error)
+    if platform_error is not None:
+        return platform_error.retryable
     if isinstance(error, ray.exceptions.TaskCancelledError):
         return False
     # A replica or actor that died mid-call (ray.exceptions.*), or Serve's own unavailability.
@@ -74,29 +90,23 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
-    cause = getattr(error, "cause", None)
-    for candidate in (error, cause):
-        if isinstance(candidate, ModelError):
-            return f"{candidate.code}: {candidate.message}"
+    platform_error = unwrap(error)
+    if platform_error is not None:
+        return f"{platform_error.code}: {platform_error.message}"
     return f"{type(error).__name__}: {error}"
 
 
 class WorkflowExecutor:
-    """Runs workflows; see the module docstring.
+    """Runs workflows; see the module docstring. `stores` opens the state and artifact stores in
+    the actor's own process; `config` is what a redeploy may change (`reconfigure`)."""
 
-    `config`: `{"app_name": "labubu", "retries": 2, "backoff_s": 0.5, "backoff_max_s": 10,
-    "cost_models": {...}}`.
-    """
-
-    def __init__(self, store: WorkflowStore, scheduler: Any, config: dict[str, Any]) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, scheduler: Any, config: ExecutorConfig) -> None:
+        # Opened here, in the actor's process: an opened store would carry its Redis URL, password
+        # included, in the actor's arguments.
+        self.store = WorkflowStore(stores.state(), stores.artifacts())
         self.scheduler = SchedulerClient(scheduler)
-        self.app_name = str(config.get("app_name", "labubu"))
-        self.retries = int(config.get("retries", 2))
-        self.backoff_s = float(config.get("backoff_s", 0.5))
-        self.backoff_max_s = float(config.get("backoff_max_s", 10.0))
-        self.costs = CostModels.from_config(config.get("cost_models", {}))
-        self.meter = Meter(self.scheduler, self.costs, UsageLedger(store.state))
+        self.meter = Meter(self.scheduler, modalities.cost_models(), UsageLedger(self.store.state))
+        self._apply(self._last_config() or config)
         self.records: dict[str, WorkflowRecord] = {}  # the running workflows: the source of truth
         self.plans: dict[str, WorkflowPlan] = {}
         self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
@@ -110,6 +120,33 @@ class WorkflowExecutor:
         # A restarted executor resumes at once, not at its first call (Ray runs an async actor's
         # constructor in its event loop); the entry points wait for it too.
         self.resumed = asyncio.get_running_loop().create_task(self._resume_unfinished())
+
+    def _last_config(self) -> ExecutorConfig | None:
+        """After a restart, which Ray makes with the arguments the actor was first created with, the
+        config it last ran with (`reconfigure` stores it)."""
+        if not restarted_by_ray():
+            return None
+        saved = self.store.state.get(CONFIG_NAMESPACE, CONFIG_KEY)
+        return ExecutorConfig(**saved) if saved else None
+
+    def _apply(self, config: ExecutorConfig) -> None:
+        self._config = config
+        self.app_name = config.app_name
+        self.retries = config.retries
+        self.backoff_s = config.backoff_s
+        self.backoff_max_s = config.backoff_max_s
+        self.meter.costs = modalities.cost_models(config.cost_models)
+        self.scheduler.lease_s = config.lease_s
+
+    async def reconfigure(self, config: ExecutorConfig) -> None:
+        """Run with a redeploy's settings from now on: retries, backoff and cost models apply to the
+        next attempt of every node; running workflows go on."""
+        self._apply(config)
+        await asyncio.to_thread(self.store.state.put, CONFIG_NAMESPACE, CONFIG_KEY, config.to_dict())
+
+    async def config(self) -> ExecutorConfig:
+        """The config the executor runs with."""
+        return self._config
 
     # -------------------------------------------------------------- entry points
 
@@ -344,18 +381,21 @@ class WorkflowExecutor:
         return output
 
     async def _request(self, record: WorkflowRecord, node_id: str, inputs: list[Output]) -> Any:
-        """The node's model request: its prompt, its own input, then each parent's edge prompt and output."""
+        """The node's model request: its prompt, its own input, then each parent's edge prompt and
+        output; or, for a prepared node, the request it carries."""
         plan = self.plans[record.key]
         spec = plan.nodes[node_id]
         parts: list[str | Output] = [spec.prompt]
         if node_id in record.data["spec"]["inputs"]:
             own = await asyncio.to_thread(self.store.get_input, record, node_id)
+            if is_prepared(record, node_id) and isinstance(own, Output):
+                return pickle.loads(own.data)
             if own is not None:
                 parts.append(own)
         for edge, upstream in zip(plan.incoming[node_id], inputs, strict=True):
             parts.extend([edge.prompt, upstream])
         text, media = compose(parts)
-        return build_request(spec.service, spec.params, text, media)
+        return modalities.build_request(spec.service, spec.params, text, media)
 
     # A child's grant, asked for as soon as its only parent completes.
 
@@ -398,7 +438,7 @@ class WorkflowExecutor:
                 self.scheduler.release(ticket, None)
 
     def _estimate(self, service: str, request: Any) -> float:
-        return self.costs.estimate(service, requested_usage(request))
+        return self.meter.estimate(service, request)
 
     def _mark_queued(self, record: WorkflowRecord, node_id: str) -> None:
         node = record.node(node_id)
@@ -421,6 +461,7 @@ class WorkflowExecutor:
         """
         node = record.node(node_id)
         handle = handle_for(serve.get_deployment_handle(service, app_name=self.app_name), request)
+        modality = modalities.get(service)
         estimate = self._estimate(service, request)
         for attempt in range(1, self.retries + 2):
             if not queued:
@@ -431,10 +472,20 @@ class WorkflowExecutor:
                     service, record.tenant, estimate, record.priority, ticket=ticket
                 ) as call:
                     node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
+                    if modality.reports_progress:
+                        node["progress"] = 0
                     self._node_event(record, node_id, Status.RUNNING)
-                    result = await handle.run.remote(request)
-                    self.meter.charge(call, used(request, result))
-                return output_of(service, result)
+                    if modality.reports_progress:
+                        result = await self._streamed(record, node_id, handle, request)
+                    else:
+                        result = await handle.run.remote(request)
+                    self.meter.charge(call, used(service, request, result))
+                details = modality.details(result)
+                if details:  # what the backend really made (a video's size and length)
+                    node["result"] = details
+                if is_prepared(record, node_id):
+                    return Output(pickle.dumps(result), PREPARED)
+                return modality.output(result)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -445,6 +496,31 @@ class WorkflowExecutor:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: retries do not march in step
         raise AssertionError("unreachable")
+
+    async def _streamed(self, record: WorkflowRecord, node_id: str, handle: Any, request: Any) -> Any:
+        """The result of a long call that streams `Progress` chunks before it (a video's denoising
+        steps). Each becomes the node's `progress` (0-100) with a `running` event, at most every
+        `PROGRESS_WRITE_S` and always at 100. A cancelled node cancels the call: the replica stops
+        its engine within a step, and the grant is released as the call ends here."""
+        node = record.node(node_id)
+        responses = handle.options(stream=True).stream.remote(request)
+        written_at = 0.0
+        try:
+            async for chunk in responses:
+                if not isinstance(chunk, Progress):
+                    return chunk
+                now = time.monotonic()
+                if chunk.percent != node.get("progress") and (
+                    chunk.percent == 100 or now - written_at >= PROGRESS_WRITE_S
+                ):
+                    written_at = now
+                    node["progress"] = chunk.percent
+                    event = {"type": "node", "node_id": node_id, "status": Status.RUNNING.value}
+                    self._write(record, {**event, "progress": chunk.percent})
+        except asyncio.CancelledError:
+            responses.cancel()
+            raise
+        raise BackendFailure(f"the {node['service']} call ended without a result")
 
 
 class JsonLines(logging.Formatter):
@@ -490,12 +566,16 @@ class ExecutorMetrics:
         self.nodes.inc(1, {"service": service, "status": status.value})
 
 
-def executor_actor(store: WorkflowStore, scheduler: Any, config: dict[str, Any]) -> Any:
-    """The cluster's workflow executor, created on first use; later callers get the same one."""
-    return (
+def executor_actor(stores: Stores, scheduler: Any, config: ExecutorConfig, name: str = ACTOR_NAME) -> Any:
+    """The cluster's workflow executor, created on first use; later callers get the same one.
+
+    The actor is detached: it outlives the deployment that made it. A caller that finds it running
+    hands it `config`, so that a redeploy's settings take effect.
+    """
+    actor: Any = (
         ray.remote(WorkflowExecutor)
         .options(
-            name=ACTOR_NAME,
+            name=name,
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
@@ -504,5 +584,16 @@ def executor_actor(store: WorkflowStore, scheduler: Any, config: dict[str, Any])
             max_concurrency=100_000,
             num_cpus=0,
         )
-        .remote(store, scheduler, config)
+        .remote(stores, scheduler, config)
     )
+    # A no-op for an actor just made. Not awaited: a replica's start does not wait on it, and it lands
+    # within moments (an async actor may run a caller's next call first).
+    actor.reconfigure.remote(config)
+    return actor
+
+
+def restarted_by_ray() -> bool:
+    """Whether Ray restarted this actor after it died (False when the class runs outside an actor,
+    as in the in-process tests)."""
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)

@@ -4,24 +4,36 @@ One JSON document per workflow (namespace `workflows`, key `<tenant>/<workflow_i
 spec, the workflow's status and each node's; the event log (stream `<tenant>/<workflow_id>`) is
 append-only; inputs and outputs are artifacts under `<tenant>/<workflow_id>/`. Nothing expires on
 its own: `delete` removes all three.
+
+Listings and resume read secondary indexes of the state store (sorted sets of document keys by
+creation time), written with each document in one step: a tenant's workflows (or tasks), the same
+by status, tasks by service (and status), and the unfinished workflows of every tenant. Stores
+written before the indexes existed are indexed once, on first use (`ensure_indexed`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
+from urllib.parse import quote
 
-from dag.compose import Output
 from dag.errors import WorkflowNotFound
 from dag.validate import PlannedEdge, PlannedNode, WorkflowPlan
+from modalities.base import Output
 from state.artifacts import ArtifactStore
-from state.store import StateStore
+from state.store import IndexEntry, StateStore
 
 WORKFLOWS = "workflows"
 UPLOADS = "uploads"
+# The marker document that says the workflow indexes cover every document (see `ensure_indexed`).
+META = "meta"
+INDEXES_MARKER = "workflow-indexes"
+INDEXES_VERSION = 1
+UNFINISHED_INDEX = "workflows/unfinished"
 
 
 class Status(str, Enum):
@@ -68,6 +80,17 @@ def upload_key(tenant: str, upload_id: str) -> str:
     return f"{tenant}/uploads/{upload_id}"
 
 
+def list_index(tenant: str, kind: str, status: str | None = None, service: str | None = None) -> str:
+    """The index of a tenant's workflows (or tasks) newest first, narrowed to a status and, for
+    tasks, a service. The tenant is quoted: no tenant name can reach into another's indexes."""
+    name = f"workflows/{kind}/{quote(tenant, safe='')}"
+    if service is not None:
+        name += f"/service/{quote(service, safe='')}"
+    if status is not None:
+        name += f"/status/{status}"
+    return name
+
+
 @dataclass
 class WorkflowRecord:
     """The document of one workflow, as stored."""
@@ -99,7 +122,8 @@ class WorkflowRecord:
         return WorkflowRecord(json.loads(json.dumps(self.data)))
 
     def node(self, node_id: str) -> dict[str, Any]:
-        return self.data["nodes"][node_id]  # type: ignore[no-any-return]
+        node: dict[str, Any] = self.data["nodes"][node_id]
+        return node
 
     def plan(self) -> WorkflowPlan:
         """The validated plan stored at submission (no re-validation: it passed once)."""
@@ -127,6 +151,30 @@ class WorkflowRecord:
             }
         return body
 
+    @property
+    def unfinished(self) -> bool:
+        """Not yet ended: what a restarted executor resumes."""
+        return self.status in (Status.PENDING, Status.RUNNING)
+
+    def index_entry(self) -> IndexEntry:
+        """Where the record belongs in the listing indexes (by creation time), and where it does not."""
+        tenant, kind, status = self.tenant, str(self.data.get("kind", "workflow")), self.data["status"]
+        created = datetime.fromisoformat(self.data["created_at"]).timestamp()
+        services: list[str | None] = [None]
+        if kind == "task":
+            services.append(next(iter(self.data["nodes"].values()))["service"])
+        scores: dict[str, float] = {}
+        absent: list[str] = []
+        for service in services:
+            scores[list_index(tenant, kind, service=service)] = created
+            scores[list_index(tenant, kind, status, service)] = created
+            absent += [list_index(tenant, kind, other.value, service) for other in Status if other.value != status]
+        if self.unfinished:
+            scores[UNFINISHED_INDEX] = created
+        else:
+            absent.append(UNFINISHED_INDEX)
+        return IndexEntry(self.key, scores, tuple(absent))
+
     def public_task(self) -> dict[str, Any]:
         """The API's view of a task (a one-node workflow)."""
         node = next(iter(self.data["nodes"].values()))
@@ -139,6 +187,8 @@ class WorkflowRecord:
             "created_at": self.data["created_at"],
             "updated_at": self.data["updated_at"],
             "output": node["output"],
+            # When the call ran; a long call's steps (0-100) and what it made (a video's size and length).
+            **{k: node[k] for k in ("started_at", "finished_at", "progress", "result") if k in node},
         }
 
 
@@ -193,6 +243,32 @@ class WorkflowStore:
     def __init__(self, state: StateStore, artifacts: ArtifactStore) -> None:
         self.state = state
         self.artifacts = artifacts
+        self._indexed = False
+        self._indexing = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_indexing"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._indexing = threading.Lock()
+
+    def ensure_indexed(self) -> None:
+        """Index the documents of a store written before the indexes existed, once per store (a
+        marker document says it is done; until then, every process that opens the store tries, and
+        indexing twice is harmless). Documents saved since are indexed by `save` itself."""
+        if self._indexed:
+            return
+        with self._indexing:
+            if self._indexed:
+                return
+            marker = self.state.get(META, INDEXES_MARKER)
+            if marker is None or marker.get("version", 0) < INDEXES_VERSION:
+                self.state.reindex(WORKFLOWS, lambda _, data: WorkflowRecord(data).index_entry())
+                self.state.put(META, INDEXES_MARKER, {"version": INDEXES_VERSION})
+            self._indexed = True
 
     def get(self, tenant: str, workflow_id: str) -> WorkflowRecord:
         data = self.state.get(WORKFLOWS, workflow_key(tenant, workflow_id))
@@ -208,23 +284,44 @@ class WorkflowStore:
         return self.state.get(WORKFLOWS, workflow_key(tenant, workflow_id)) is not None
 
     def save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
-        """Store the document, and with it (in the same step) an event of its log."""
+        """Store the document, its index entries and (in the same step) an event of its log."""
+        self.ensure_indexed()
         record.data["updated_at"] = now_rfc3339()
         if event is None:
-            self.state.put(WORKFLOWS, record.key, record.data)
+            self.state.put(WORKFLOWS, record.key, record.data, record.index_entry())
         else:
-            self.state.put_and_append(WORKFLOWS, record.key, record.data, record.key, event)
+            self.state.put_and_append(WORKFLOWS, record.key, record.data, record.key, event, record.index_entry())
 
-    def of_tenant(self, tenant: str, kind: str) -> list[WorkflowRecord]:
-        """The tenant's workflows (or tasks), newest first."""
-        records = [WorkflowRecord(data) for _, data in self.state.items(WORKFLOWS, f"{tenant}/")]
-        chosen = [r for r in records if r.data.get("kind") == kind]
-        return sorted(chosen, key=lambda r: (r.data["created_at"], r.workflow_id), reverse=True)
+    def save_many(self, records: list[WorkflowRecord]) -> None:
+        """Store many documents with their index entries in one step, without events: bulk loads."""
+        self.ensure_indexed()
+        self.state.put_many(WORKFLOWS, [(r.key, r.data, r.index_entry()) for r in records])
+
+    def page(
+        self,
+        tenant: str,
+        kind: str,
+        status: str | None = None,
+        service: str | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> tuple[list[WorkflowRecord], int]:
+        """One page of the tenant's workflows (or tasks), newest first, and how many there are in
+        all: one page of keys from an index, then only those documents."""
+        self.ensure_indexed()
+        index = list_index(tenant, kind, status, service)
+        keys = self.state.index_page(index, offset, limit)
+        found = self.state.get_many(WORKFLOWS, keys)
+        # A key whose document went between the two reads (a delete) is skipped.
+        return [WorkflowRecord(data) for data in found if data is not None], self.state.index_count(index)
 
     def unfinished(self) -> list[WorkflowRecord]:
-        """Every workflow of every tenant that has not ended: what a restarted executor resumes."""
-        records = [WorkflowRecord(data) for _, data in self.state.items(WORKFLOWS)]
-        return [r for r in records if r.status in (Status.PENDING, Status.RUNNING)]
+        """Every workflow of every tenant that has not ended, oldest first: what a restarted
+        executor resumes. It reads the unfinished index, never the finished history."""
+        self.ensure_indexed()
+        keys = self.state.index_page(UNFINISHED_INDEX, 0, self.state.index_count(UNFINISHED_INDEX), newest_first=False)
+        records = [WorkflowRecord(data) for data in self.state.get_many(WORKFLOWS, keys) if data is not None]
+        return [r for r in records if r.unfinished]
 
     def put_output(self, record: WorkflowRecord, node_id: str, output: Output) -> dict[str, Any]:
         key = output_key(record.tenant, record.workflow_id, node_id)
@@ -248,4 +345,4 @@ class WorkflowStore:
     def delete(self, record: WorkflowRecord) -> None:
         self.artifacts.delete_prefix(f"{record.tenant}/{record.workflow_id}")
         self.state.delete_stream(record.key)
-        self.state.delete(WORKFLOWS, record.key)
+        self.state.delete(WORKFLOWS, record.key, record.index_entry())

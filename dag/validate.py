@@ -16,11 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dag.compose import PARAMS, SERVICE_IO, TEXT, VECTOR, Output, compose
+import modalities
 from dag.errors import InvalidParams, InvalidWorkflow
 from dag.spec import InputSpec, WorkflowSubmission
 from deployments import media
 from deployments.types import InvalidInput
+from modalities.base import TEXT, VECTOR, Output, compose
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_MAX_NODES = 64
@@ -109,8 +110,13 @@ def plan_workflow(
     resolve_upload: UploadResolver | None = None,
     max_nodes: int = DEFAULT_MAX_NODES,
     max_edges: int = DEFAULT_MAX_EDGES,
+    params_context: dict[str, Any] | None = None,
 ) -> WorkflowPlan:
-    """The validated plan of a submission, or `InvalidWorkflow` / `InvalidParams` naming what is wrong."""
+    """The validated plan of a submission, or `InvalidWorkflow` / `InvalidParams` naming what is wrong.
+
+    `params_context`: the deployment's limits, with which the nodes' params are validated (the
+    interactive routes use the same, so a node and a call have the same bounds).
+    """
     problems: list[dict[str, Any]] = []
     param_problems: list[dict[str, Any]] = []
 
@@ -132,12 +138,14 @@ def plan_workflow(
         if not NODE_ID.match(node_id):
             problems.append(node_detail(node_id, "a node id is 1 to 64 letters, digits, `_`, `.` or `-`"))
             continue
-        service = spec.service.lower()
-        if service not in SERVICE_IO:
-            problems.append(node_detail(node_id, f"unknown service {spec.service!r}; known: {sorted(SERVICE_IO)}"))
+        modality = modalities.find(spec.service)
+        if modality is None:
+            known = sorted(modalities.MODALITIES)
+            problems.append(node_detail(node_id, f"unknown service {spec.service!r}; known: {known}"))
             continue
+        service = modality.name
         try:
-            params = PARAMS[service].model_validate(spec.params).model_dump(exclude_unset=True)
+            params = modality.params.model_validate(spec.params, context=params_context).model_dump(exclude_unset=True)
         except ValidationError as exc:
             for error in exc.errors():
                 where = ".".join(str(p) for p in error["loc"])
@@ -215,19 +223,19 @@ def type_problems(plan: WorkflowPlan) -> list[dict[str, Any]]:
     """Edges whose upstream output the downstream service cannot consume, and media counts."""
     problems: list[dict[str, Any]] = []
     for node_id, node in plan.nodes.items():
-        io = SERVICE_IO[node.service]
+        io = modalities.get(node.service)
         media_count = 0
         own = node.input
         if isinstance(own, Output):
-            if own.kind != io.consumes:
+            if not io.takes(own.kind):
                 problems.append({"field": f"inputs.{node_id}", "reason": f"{node.service} does not take {own.kind}"})
             media_count += 1
         for edge in plan.incoming[node_id]:
-            produced = SERVICE_IO[plan.nodes[edge.source].service].produces
+            produced = modalities.get(plan.nodes[edge.source].service).produces
             if produced == VECTOR:
                 reason = f"{edge.source} makes a vector, which no service consumes: an embed node must be a sink"
                 problems.append(edge_detail(edge.source, edge.target, reason))
-            elif produced != io.consumes:
+            elif not io.takes(produced):
                 problems.append(
                     edge_detail(
                         edge.source, edge.target, f"{node.service} cannot consume {produced} from {edge.source}"
@@ -236,10 +244,12 @@ def type_problems(plan: WorkflowPlan) -> list[dict[str, Any]]:
             elif produced != TEXT:
                 media_count += 1
         at_least, at_most = io.media_inputs
+        media_kind = io.media_kind or io.consumes
         if media_count < at_least:
-            problems.append(node_detail(node_id, f"{node.service} needs {_count(at_least)} {io.consumes} input"))
+            problems.append(node_detail(node_id, f"{node.service} needs {_count(at_least)} {media_kind} input"))
         elif at_most is not None and media_count > at_most:
-            problems.append(node_detail(node_id, f"{node.service} takes exactly {_count(at_most)} {io.consumes} input"))
+            taken = "exactly" if at_least == at_most else "at most"
+            problems.append(node_detail(node_id, f"{node.service} takes {taken} {_count(at_most)} {media_kind} input"))
         if io.consumes == TEXT and not plan.incoming[node_id] and not (node.prompt or own):
             problems.append(node_detail(node_id, "the node has no prompt, input or incoming edge"))
         own_text, _ = compose([node.prompt, own] if own is not None else [node.prompt])
@@ -258,6 +268,12 @@ def _count(n: int) -> str:
 
 def _summary(problems: list[dict[str, Any]]) -> str:
     first = problems[0]
-    where = first.get("node") or first.get("field") or "{from} -> {to}".format(**first.get("edge", {}))
+    # A node id may be anything, the empty string included: ask whether the key is there, not its truth.
+    if "node" in first:
+        where = first["node"] or "''"
+    elif "field" in first:
+        where = first["field"]
+    else:
+        where = "{from} -> {to}".format(**first["edge"])
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"invalid workflow: {where}: {first['reason']}{more}"

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from deployments.failover import DISABLED_REASON, BackendChain, arranged
 from deployments.types import ModelError
@@ -47,9 +47,9 @@ STATUS_RANK = {"ready": 0, "failing": 1, "cooling_down": 2, "unavailable": 3}
 class InvalidArrangement(ModelError):
     """An arrangement that names a backend the service does not have, or disables all of them."""
 
-    code: ClassVar[str] = "invalid_backends"
-    status: ClassVar[int] = 422
-    retryable: ClassVar[bool] = False
+    code = "invalid_backends"
+    status = 422
+    retryable = False
 
 
 @dataclass(frozen=True)

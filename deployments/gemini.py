@@ -1,9 +1,11 @@
 """Google Gemini through the google-genai SDK: text (`llm`), vision captions (`pic2text`) and images (`text2pic`).
 
-The three backends share `GeminiBackend`: one SDK client per backend, an API key that must be
-configured (the settings object passes it as the `api_key` option; this module reads no
-environment), an optional `base_url` for a Gemini-compatible endpoint (the tests' fake server),
-and one mapping from the SDK's failures to the platform's errors:
+The three backends share `GeminiBackend`: one SDK client per backend, an API key, an optional
+`base_url` for a Gemini-compatible endpoint (the tests' fake server), and one mapping from the
+SDK's failures to the platform's errors. The key is the `api_key` argument when code builds a
+backend; on the platform, where backend options are Serve app args that Serve shows and stores in
+clear, it is `GEMINI_API_KEY` or `GOOGLE_API_KEY` in the replica's environment, which the SDK reads
+itself (GOOGLE_API_KEY first, as google-genai does). The mapping:
 
 - 400 and other client errors → `InvalidInput` (another backend would refuse it too), 413 → `InputTooLarge`
 - 401/403 (key rejected) and 404 (no such model) → `ModelUnavailable`
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -26,11 +29,16 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from deployments.llm import check_request
+from deployments.llm import check_request, new_call_id, run_choices
 from deployments.media import PNG_MAGIC, image_info, load_image, png_bytes
 from deployments.pic2text import check_caption_request, each_image
 from deployments.text2pic import check_image_request
 from deployments.types import (
+    JSON_OBJECT,
+    JSON_SCHEMA,
+    STREAMING,
+    TOOLS,
+    VISION,
     BackendFailure,
     BackendTimeout,
     CaptionRequest,
@@ -44,6 +52,7 @@ from deployments.types import (
     LLMResult,
     ModelError,
     ModelUnavailable,
+    ToolCall,
 )
 
 log = logging.getLogger(__name__)
@@ -131,6 +140,21 @@ def first_candidate(response: genai_types.GenerateContentResponse) -> genai_type
     return None
 
 
+def answer_calls(candidate: genai_types.Candidate | None) -> list[ToolCall]:
+    """The candidate's function calls, as OpenAI tool calls."""
+    if candidate is None or candidate.content is None:
+        return []
+    return [
+        ToolCall(
+            part.function_call.id or new_call_id(),
+            part.function_call.name or "",
+            json.dumps(part.function_call.args or {}),
+        )
+        for part in candidate.content.parts or []
+        if part.function_call is not None
+    ]
+
+
 def answer_text(candidate: genai_types.Candidate | None) -> str:
     """The candidate's text, without the model's thoughts."""
     if candidate is None or candidate.content is None:
@@ -186,21 +210,22 @@ class GeminiBackend:
         self._client: genai.Client | None = None
 
     def load(self) -> None:
-        if not self.api_key:
-            raise ModelUnavailable(
-                "no Gemini API key is configured: set the backend's `api_key` option (from GEMINI_API_KEY "
-                "in the platform's settings); get a key at Google AI Studio"
+        try:
+            self._client = genai.Client(
+                api_key=self.api_key,  # None: the SDK reads GOOGLE_API_KEY, then GEMINI_API_KEY
+                vertexai=False,
+                http_options=genai_types.HttpOptions(
+                    base_url=self.base_url,
+                    api_version=self.api_version,
+                    timeout=int(self.timeout_s * 1000),  # milliseconds
+                    retry_options=genai_types.HttpRetryOptions(attempts=1),
+                ),
             )
-        self._client = genai.Client(
-            api_key=self.api_key,
-            vertexai=False,
-            http_options=genai_types.HttpOptions(
-                base_url=self.base_url,
-                api_version=self.api_version,
-                timeout=int(self.timeout_s * 1000),  # milliseconds
-                retry_options=genai_types.HttpRetryOptions(attempts=1),
-            ),
-        )
+        except ValueError as exc:  # the SDK's answer when it finds no key
+            raise ModelUnavailable(
+                "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment of every Ray "
+                f"node, e.g. from a Kubernetes Secret; get a key at Google AI Studio ({exc})"
+            ) from exc
 
     @property
     def client(self) -> genai.Client:
@@ -234,9 +259,17 @@ class GeminiBackend:
 
 
 class GeminiTextBackend(GeminiBackend):
-    """Chat and completion with a Gemini model; system messages become the system instruction."""
+    """Chat and completion with a Gemini model; system messages become the system instruction.
+
+    Tools are Gemini's function declarations (their JSON Schemas as they are), `tool_choice` its
+    function calling mode (auto AUTO, required ANY, a named function ANY with that name allowed,
+    none NONE; `parallel_tool_calls: false` keeps the first call); `response_format` is
+    `response_json_schema` with the JSON MIME type; images are inline parts. The history's tool
+    calls and results are function call and response parts.
+    """
 
     default_model = "gemini-2.5-flash"
+    capabilities = frozenset({TOOLS, JSON_SCHEMA, JSON_OBJECT, VISION, STREAMING})
 
     def _prepare(self, request: LLMRequest) -> tuple[list[genai_types.Content], genai_types.GenerateContentConfig]:
         check_request(request)
@@ -247,11 +280,52 @@ class GeminiTextBackend(GeminiBackend):
         for message in request.messages or []:
             if message.role == "system":
                 system.append(message.content)
+                continue
+            parts: list[genai_types.Part] = []
+            if message.role == "tool":
+                response = {"result": message.content}
+                call = genai_types.FunctionResponse(id=message.tool_call_id, name=message.name or "", response=response)
+                parts.append(genai_types.Part(function_response=call))
             else:
-                role = "model" if message.role == "assistant" else "user"
-                contents.append(genai_types.Content(role=role, parts=[genai_types.Part(text=message.content)]))
+                if message.content:
+                    parts.append(genai_types.Part(text=message.content))
+                parts += [
+                    genai_types.Part.from_bytes(data=image, mime_type=image_info(image).content_type)
+                    for image in message.images
+                ]
+                parts += [
+                    genai_types.Part(
+                        function_call=genai_types.FunctionCall(
+                            id=c.id, name=c.name, args=json.loads(c.arguments or "{}")
+                        )
+                    )
+                    for c in message.tool_calls
+                ]
+            role = "model" if message.role == "assistant" else "user"
+            contents.append(genai_types.Content(role=role, parts=parts or [genai_types.Part(text="")]))
         if not contents:
             raise InvalidInput("the messages have no user turn, only system messages")
+        options: dict[str, Any] = {}
+        if request.uses_tools():
+            declarations = [
+                genai_types.FunctionDeclaration(
+                    name=t.name, description=t.description, parameters_json_schema=t.parameters
+                )
+                for t in request.tools
+            ]
+            options["tools"] = [genai_types.Tool(function_declarations=declarations)]
+            named = request.tool_choice not in ("auto", "required")
+            mode = "AUTO" if request.tool_choice == "auto" else "ANY"
+            calling = genai_types.FunctionCallingConfig(
+                mode=genai_types.FunctionCallingConfigMode(mode),
+                allowed_function_names=[request.tool_choice] if named else None,
+            )
+            options["tool_config"] = genai_types.ToolConfig(function_calling_config=calling)
+        form = request.response_format
+        if form is not None and form.type in (JSON_SCHEMA, JSON_OBJECT):
+            options["response_mime_type"] = "application/json"
+            if form.type == JSON_SCHEMA:
+                options["response_json_schema"] = form.schema
         config = self.config(
             system_instruction="\n\n".join(system) or None,
             max_output_tokens=request.max_tokens,
@@ -259,26 +333,37 @@ class GeminiTextBackend(GeminiBackend):
             top_p=request.top_p,
             stop_sequences=list(request.stop) or None,
             seed=request.seed,
+            presence_penalty=request.presence_penalty or None,
+            frequency_penalty=request.frequency_penalty or None,
+            **options,
         )
         return contents, config
 
     async def run(self, request: LLMRequest) -> LLMResult:
+        return await run_choices(request, self._run_one)
+
+    async def _run_one(self, request: LLMRequest) -> LLMResult:
         contents, config = self._prepare(request)
         response = await self.generate(contents, config)
         candidate = first_candidate(response)
         prompt_tokens, completion_tokens = token_counts(response.usage_metadata)
+        calls = answer_calls(candidate)[: None if request.parallel_tool_calls else 1]
         return LLMResult(
             text=answer_text(candidate),
-            finish_reason=finish_reason(candidate) or "stop",
+            finish_reason="tool_calls" if calls else finish_reason(candidate) or "stop",
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             model=self.model,
+            tool_calls=calls,
         )
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        if request.n > 1:
+            raise InvalidInput("n > 1 is not streamed", [{"field": "n", "reason": "n > 1 is not streamed"}])
         contents, config = self._prepare(request)
         reason: str | None = None
         usage: genai_types.GenerateContentResponseUsageMetadata | None = None
+        calls: list[ToolCall] = []
         with self.errors():
             responses = await self.client.aio.models.generate_content_stream(
                 model=self.model, contents=contents, config=config
@@ -290,12 +375,18 @@ class GeminiTextBackend(GeminiBackend):
                     usage = response.usage_metadata or usage
                     candidate = first_candidate(response)
                     reason = finish_reason(candidate) or reason
+                    calls += answer_calls(candidate)
                     text = answer_text(candidate)
                     if text:
                         yield LLMChunk(text=text)
         prompt_tokens, completion_tokens = token_counts(usage)
+        calls = calls[: None if request.parallel_tool_calls else 1]  # Gemini has no switch for it
         yield LLMChunk(
-            text="", finish_reason=reason or "stop", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            text="",
+            finish_reason="tool_calls" if calls else reason or "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            tool_calls=calls,
         )
 
 

@@ -23,10 +23,12 @@ def google_client(
 ) -> T:
     """A Google Cloud SDK client on the REST transport, with credentials resolved now.
 
-    Credentials, first match wins: `api_key`; `credentials_file` (any file
-    `google.auth.load_credentials_from_file` reads); none at all for a plain `http://` endpoint
-    (a local emulator or test fake); else Application Default Credentials. Missing or unreadable
-    credentials raise `ModelUnavailable` here, at load, not on the first request.
+    Credentials, first match wins: `api_key` (for code that builds a backend: the platform's
+    config refuses it, since Serve shows and stores backend options in clear); `credentials_file`
+    (a path to any file `google.auth.load_credentials_from_file` reads, e.g. a mounted Secret); none
+    at all for a plain `http://` endpoint (a local emulator or test fake); else Application Default
+    Credentials (`GOOGLE_APPLICATION_CREDENTIALS` in the replica's environment). Missing or
+    unreadable credentials raise `ModelUnavailable` here, at load, not on the first request.
 
     REST rather than gRPC: it keeps the endpoint an ordinary URL, which the SDK takes with its scheme
     (`http://127.0.0.1:8080` is used as is; a bare host gets `https://`).
@@ -51,8 +53,8 @@ def google_client(
         return client_class(**kwargs)
     except DefaultCredentialsError as exc:
         raise ModelUnavailable(
-            f"{service} has no usable credentials ({exc}); pass api_key or credentials_file,"
-            " or set GOOGLE_APPLICATION_CREDENTIALS"
+            f"{service} has no usable credentials ({exc}); set GOOGLE_APPLICATION_CREDENTIALS in the"
+            " environment of every Ray node, or give the backend a `credentials_file`"
         ) from exc
 
 

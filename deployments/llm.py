@@ -3,27 +3,55 @@
 Both stream: `stream()` yields `LLMChunk`s, the last one with the finish reason and usage counts,
 and `run()` is the same stream gathered, so the two paths cannot drift apart. Gemini, the cloud
 backend, lives in `deployments.gemini`.
+
+Tools and structured outputs are one mechanism here: the request becomes a JSON Schema that the
+output must follow (`output_schema`), which llama.cpp enforces with a GBNF grammar built from it
+and vLLM with its structured outputs, so the JSON always parses and validates, even on a 135M
+model. The tools are described to the model in a system turn (`tools_prompt`); what it writes is
+read back as tool calls or content (`read_output`). `tool_choice`:
+
+- "required": the output is one call `{"name": <a tool>, "arguments": <its schema>}`; a named
+  function: a call of that one. One call per turn: `parallel_tool_calls` allows several, it never
+  requires them.
+- "auto": `{"tool_call": <a call>}` or `{"content": <text, or the response_format's schema>}`,
+  the model's choice; but right after a `tool` message the answer is free text (small models
+  otherwise call tools again and again), so a tool-result round trip ends with an answer.
+- "none": the tools are ignored (their history still renders).
+
+The history's assistant `tool_calls` and `tool` messages render as text turns: not every chat
+template knows them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from deployments.types import (
+    JSON_OBJECT,
+    JSON_SCHEMA,
+    LOGPROBS,
+    STREAMING,
+    TOOLS,
     InputTooLarge,
     InvalidInput,
+    LLMChoice,
     LLMChunk,
     LLMRequest,
     LLMResult,
     ModelUnavailable,
+    TokenLogprob,
+    ToolCall,
+    ToolSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -58,9 +86,14 @@ def without_extra_buffer_types() -> Iterator[None]:
 async def gather_stream(chunks: AsyncIterator[LLMChunk], model: str) -> LLMResult:
     """The whole generation of a stream of chunks."""
     parts: list[str] = []
+    tool_calls: list[ToolCall] = []
+    logprobs: list[TokenLogprob] | None = None
     last = LLMChunk(text="", finish_reason="stop", prompt_tokens=0, completion_tokens=0)
     async for chunk in chunks:
         parts.append(chunk.text)
+        tool_calls.extend(chunk.tool_calls)
+        if chunk.logprobs is not None:
+            logprobs = (logprobs or []) + chunk.logprobs
         last = chunk
     return LLMResult(
         text="".join(parts),
@@ -68,7 +101,25 @@ async def gather_stream(chunks: AsyncIterator[LLMChunk], model: str) -> LLMResul
         prompt_tokens=last.prompt_tokens or 0,
         completion_tokens=last.completion_tokens or 0,
         model=model,
+        tool_calls=tool_calls,
+        logprobs=logprobs,
     )
+
+
+SEED_MODULUS = 2**32  # the engines' seeds are 32-bit
+
+
+async def run_choices(request: LLMRequest, one: Callable[[LLMRequest], Awaitable[LLMResult]]) -> LLMResult:
+    """`request.n` generations, one after another (seeds `seed + i`), as one result: the usage
+    counts the prompt once, as OpenAI reports it, and every choice's completion tokens."""
+    results = []
+    for index in range(request.n):
+        seed = None if request.seed is None else (request.seed + index) % SEED_MODULUS
+        results.append(await one(replace(request, n=1, seed=seed)))
+    first = results[0]
+    first.more_choices = [LLMChoice(r.text, r.finish_reason, r.tool_calls, r.logprobs) for r in results[1:]]
+    first.completion_tokens = sum(r.completion_tokens for r in results)
+    return first
 
 
 def check_request(request: LLMRequest) -> None:
@@ -76,10 +127,151 @@ def check_request(request: LLMRequest) -> None:
     if request.messages is None and request.prompt is None:
         raise InvalidInput("a request needs `messages` or a `prompt`")
     texts = [m.content for m in request.messages] if request.messages is not None else [request.prompt or ""]
-    if not any(t.strip() for t in texts):
+    has_turns = any(m.tool_calls or m.images for m in request.messages or [])
+    if not has_turns and not any(t.strip() for t in texts):
         raise InvalidInput("the prompt is empty")
     if request.max_tokens < 1:
         raise InputTooLarge("max_tokens must be at least 1")
+    choices = {"auto", "required"} | {t.name for t in request.tools}
+    if request.uses_tools() and request.tool_choice not in choices:
+        reason = f"names no function of `tools`: {request.tool_choice!r}"
+        raise InvalidInput(f"tool_choice {reason}", [{"field": "tool_choice", "reason": reason}])
+
+
+# ---------------------------------------------------------------- tools and structured outputs
+
+
+def call_schema(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+        "required": ["name", "arguments"],
+    }
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """How a request's output is constrained and read back: `schema` is None for free text;
+    `mode` is "text", "json" (a response_format), "call" (a tool call) or "auto"."""
+
+    schema: dict[str, Any] | None
+    mode: str
+
+
+def answer_schema(request: LLMRequest) -> dict[str, Any] | None:
+    """The schema of `response_format`, or None for text."""
+    form = request.response_format
+    if form is None or form.type == "text":
+        return None
+    if form.type == JSON_OBJECT:
+        return {"type": "object"}
+    return form.schema or {"type": "object"}
+
+
+def output_plan(request: LLMRequest) -> OutputPlan:
+    """The JSON Schema the output must follow, from the tools, `tool_choice` and `response_format`."""
+    answer = answer_schema(request)
+    after_tool = bool(request.messages and request.messages[-1].role == "tool")
+    if request.uses_tools():
+        if request.tool_choice == "required":
+            return OutputPlan({"anyOf": [call_schema(t) for t in request.tools]}, "call")
+        if request.tool_choice != "auto":
+            named = next(t for t in request.tools if t.name == request.tool_choice)
+            return OutputPlan(call_schema(named), "call")
+        if not after_tool:
+            calls = [call_schema(t) for t in request.tools]
+            content = answer if answer is not None else {"type": "string"}
+            return OutputPlan(
+                {
+                    "anyOf": [
+                        {"type": "object", "properties": {"tool_call": {"anyOf": calls}}, "required": ["tool_call"]},
+                        {"type": "object", "properties": {"content": content}, "required": ["content"]},
+                    ]
+                },
+                "auto",
+            )
+    return OutputPlan(answer, "json" if answer is not None else "text")
+
+
+def tools_prompt(request: LLMRequest) -> str:
+    """The system text that tells the model its tools and how to call them."""
+    listed = [{"name": t.name, "description": t.description, "parameters": t.parameters} for t in request.tools]
+    if request.tool_choice == "auto":
+        how = (
+            'To call a function, answer {"tool_call": {"name": ..., "arguments": {...}}}; '
+            'to answer directly, answer {"content": ...}.'
+        )
+    else:
+        how = 'Call a function: answer {"name": ..., "arguments": {...}}.'
+    return f"You can call these functions:\n{json.dumps(listed)}\n{how}"
+
+
+def rendered_messages(request: LLMRequest) -> list[dict[str, str]]:
+    """The chat as role/content dicts any chat template takes: tool calls and results as text turns,
+    and the tools described in a system turn when the model may call them."""
+    messages: list[dict[str, str]] = []
+    for message in request.messages or []:
+        if message.role == "tool":
+            label = f"the function {message.name}" if message.name else "the function"
+            content = f"Result of {label} (call {message.tool_call_id}): {message.content}"
+            messages.append({"role": "user", "content": content})
+        elif message.tool_calls:
+            calls = [{"name": c.name, "arguments": json.loads(c.arguments or "{}")} for c in message.tool_calls]
+            text = json.dumps(calls[0] if len(calls) == 1 else calls)
+            messages.append({"role": message.role, "content": "\n".join(filter(None, [message.content, text]))})
+        else:
+            messages.append({"role": message.role, "content": message.content})
+    if request.uses_tools() and output_plan(request).mode in ("call", "auto"):
+        if messages and messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + tools_prompt(request)}
+        else:
+            messages.insert(0, {"role": "system", "content": tools_prompt(request)})
+    return messages
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def read_output(plan: OutputPlan, text: str) -> tuple[str, list[ToolCall]]:
+    """The content and tool calls in a constrained generation's text (as it is when it does not parse:
+    cut short by max_tokens)."""
+    if plan.mode not in ("call", "auto"):
+        return text, []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text, []
+    try:
+        if plan.mode == "auto":
+            if "tool_call" not in value:
+                content = value["content"]
+                return (content if isinstance(content, str) else json.dumps(content)), []
+            value = value["tool_call"]
+        return "", [ToolCall(new_call_id(), value["name"], json.dumps(value["arguments"]))]
+    except (KeyError, TypeError):  # not the shape the grammar allows: an engine that did not enforce it
+        return text, []
+
+
+def grammar_of(schema: dict[str, Any], field: str) -> str:
+    """The GBNF grammar of a JSON Schema; a construct llama.cpp cannot enforce is a 400 naming `field`."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises AssertionError, ValueError, KeyError, ...
+        reason = f"this schema cannot be enforced by the grammar: {exc or type(exc).__name__}"
+        raise InvalidInput(f"{field}: {reason}", [{"field": field, "reason": reason}]) from exc
+
+
+def check_schemas(request: LLMRequest) -> None:
+    """Convert each schema alone first, so that the 400 names the one that cannot be enforced."""
+    if request.uses_tools():
+        for index, tool in enumerate(request.tools):
+            grammar_of(tool.parameters, f"tools.{index}.function.parameters")
+    answer = answer_schema(request)
+    if answer is not None:
+        grammar_of(answer, "response_format.json_schema.schema")
 
 
 async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[Any]]) -> AsyncIterator[Any]:
@@ -130,6 +322,9 @@ class LlamaCppBackend:
     """
 
     name = "llama_cpp"
+    # No logprobs: llama-cpp-python gives them only with `logits_all=True`, which on SmolLM2 costs
+    # 200-500 MB more and doubles the prompt's time (measured), for every request.
+    capabilities = frozenset({TOOLS, JSON_SCHEMA, JSON_OBJECT, STREAMING})
 
     def __init__(
         self,
@@ -188,15 +383,32 @@ class LlamaCppBackend:
         """The text the model continues, and the stop strings its chat format adds."""
         if request.messages is None:
             return request.prompt or "", []
-        formatted = self._formatter(messages=[{"role": m.role, "content": m.content} for m in request.messages])
+        formatted = self._formatter(messages=rendered_messages(request))
         stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
         return formatted.prompt, stops
 
     def _count(self, text: str, special: bool = False) -> int:
         return len(self._llama.tokenize(text.encode(), add_bos=False, special=special))
 
+    def _grammar(self, plan: OutputPlan) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        if plan.schema is None:
+            return None
+        field = "tools" if plan.mode in ("call", "auto") else "response_format"
+        try:
+            return LlamaGrammar.from_string(grammar_of(plan.schema, field), verbose=False)
+        except ValueError as exc:  # llama.cpp could not parse the converter's grammar
+            reason = f"this schema cannot be enforced by the grammar: {exc}"
+            raise InvalidInput(f"{field}: {reason}", [{"field": field, "reason": reason}]) from exc
+
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         check_request(request)
+        if request.n > 1:
+            raise InvalidInput("n > 1 is not streamed", [{"field": "n", "reason": "n > 1 is not streamed"}])
+        check_schemas(request)
+        plan = output_plan(request)
+        grammar = self._grammar(plan)
         prompt, format_stops = self._prompt(request)
         prompt_tokens = self._count(prompt, special=True)
         if prompt_tokens + request.max_tokens > self.n_ctx:
@@ -207,16 +419,27 @@ class LlamaCppBackend:
 
         def generate(stop: threading.Event) -> Iterator[dict[str, Any]]:
             with self._lock:
+                if request.seed is not None:
+                    # A prompt llama.cpp finds in its cache is resumed from slightly different logits
+                    # (measured: the same seed then gave another text); evaluated afresh, a seed
+                    # gives the same text every time.
+                    self._llama.reset()
                 yield from self._llama.create_completion(
                     prompt,
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
                     top_p=request.top_p,
-                    stop=format_stops + list(request.stop),
+                    frequency_penalty=request.frequency_penalty,
+                    presence_penalty=request.presence_penalty,
+                    # A user's stop string inside JSON would cut it short of parsing.
+                    stop=format_stops + ([] if grammar is not None else list(request.stop)),
                     seed=request.seed if request.seed is not None else self.seed,
+                    grammar=grammar,
                     stream=True,
                 )
 
+        # A tool call is read from the whole generation; text (JSON included) streams as it comes.
+        whole = plan.mode in ("call", "auto")
         completion: list[str] = []
         finish_reason: str | None = None
         async for piece in iterate_in_thread(generate):
@@ -224,16 +447,26 @@ class LlamaCppBackend:
             finish_reason = choice.get("finish_reason") or finish_reason
             if choice["text"]:
                 completion.append(choice["text"])
-                yield LLMChunk(text=choice["text"])
+                if not whole:
+                    yield LLMChunk(text=choice["text"])
+        text = "".join(completion)
+        tool_calls: list[ToolCall] = []
+        if whole:
+            content, tool_calls = read_output(plan, text)
+            if tool_calls:
+                finish_reason = "tool_calls"
+            if content:
+                yield LLMChunk(text=content)
         yield LLMChunk(
             text="",
             finish_reason=finish_reason or "stop",
             prompt_tokens=prompt_tokens,
-            completion_tokens=self._count("".join(completion)),
+            completion_tokens=self._count(text),
+            tool_calls=tool_calls,
         )
 
     async def run(self, request: LLMRequest) -> LLMResult:
-        return await gather_stream(self.stream(request), self.model)
+        return await run_choices(request, lambda one: gather_stream(self.stream(one), self.model))
 
 
 class VllmBackend:
@@ -248,6 +481,9 @@ class VllmBackend:
     """
 
     name = "vllm"
+    # Tools and JSON through the same output schemas as llama.cpp, enforced by vLLM's structured
+    # outputs; logprobs are the engine's own.
+    capabilities = frozenset({TOOLS, JSON_SCHEMA, JSON_OBJECT, LOGPROBS, STREAMING})
 
     def __init__(
         self,
@@ -312,25 +548,30 @@ class VllmBackend:
             if request.messages is None:
                 (engine_input,) = await renderer.render_cmpl_async([{"prompt": request.prompt or ""}], tokenize)
             else:
-                messages = [{"role": m.role, "content": m.content} for m in request.messages]
+                messages = rendered_messages(request)
                 chat = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
                 _, (engine_input,) = await renderer.render_chat_async([messages], chat, tokenize)
         except VLLMClientError as exc:  # with these parameters, only ever a prompt or max_tokens too long
             raise InputTooLarge(str(exc)) from exc
         return engine_input
 
-    def _sampling(self, request: LLMRequest) -> Any:
+    def _sampling(self, request: LLMRequest, plan: OutputPlan) -> Any:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         try:
             return SamplingParams(
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,
-                stop=list(request.stop) or None,
+                frequency_penalty=request.frequency_penalty,
+                presence_penalty=request.presence_penalty,
+                # A user's stop string inside JSON would cut it short of parsing.
+                stop=(list(request.stop) or None) if plan.schema is None else None,
                 seed=request.seed,
+                structured_outputs=StructuredOutputsParams(json=plan.schema) if plan.schema is not None else None,
+                logprobs=request.top_logprobs if request.logprobs else None,
                 # Only the new text of each step; when this replica falls behind, vLLM merges the
                 # steps it has not yet taken into one output instead of queueing them.
                 output_kind=RequestOutputKind.DELTA,
@@ -342,25 +583,46 @@ class VllmBackend:
         from contextlib import aclosing
 
         check_request(request)
+        if request.n > 1:
+            raise InvalidInput("n > 1 is not streamed", [{"field": "n", "reason": "n > 1 is not streamed"}])
+        plan = output_plan(request)
+        whole = plan.mode in ("call", "auto")  # a tool call is read from the whole generation
         engine_input = await self._render(request)
         prompt_tokens = len(engine_input["prompt_token_ids"])
         completion_tokens = 0
+        text: list[str] = []
         # Closing the engine's generator (when our consumer goes away) aborts the request in vLLM,
         # so a client that disconnects stops the generation instead of running to max_tokens.
-        outputs = self._engine.generate(engine_input, self._sampling(request), request_id=uuid.uuid4().hex)
+        outputs = self._engine.generate(engine_input, self._sampling(request, plan), request_id=uuid.uuid4().hex)
         async with aclosing(outputs):
             async for result in outputs:
                 output = result.outputs[0]
                 completion_tokens += len(output.token_ids)
+                logprobs = token_logprobs(output, request.top_logprobs) if request.logprobs else None
+                text.append(output.text)
                 if result.finished:
+                    content, calls = read_output(plan, "".join(text)) if whole else (output.text, [])
                     yield LLMChunk(
-                        text=output.text,
-                        finish_reason=output.finish_reason or "stop",
+                        text=content,
+                        finish_reason="tool_calls" if calls else output.finish_reason or "stop",
                         prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens,
+                        tool_calls=calls,
+                        logprobs=logprobs,
                     )
-                elif output.text:
-                    yield LLMChunk(text=output.text)
+                elif output.text and not whole:
+                    yield LLMChunk(text=output.text, logprobs=logprobs)
 
     async def run(self, request: LLMRequest) -> LLMResult:
-        return await gather_stream(self.stream(request), self.model)
+        return await run_choices(request, lambda one: gather_stream(self.stream(one), self.model))
+
+
+def token_logprobs(output: Any, top: int) -> list[TokenLogprob]:
+    """OpenAI's logprobs of the tokens of a vLLM output (each position: token id -> `Logprob`)."""
+    tokens = []
+    for token_id, entries in zip(output.token_ids, output.logprobs or [], strict=False):
+        chosen = entries[token_id]
+        best = sorted(entries.values(), key=lambda entry: entry.rank)[:top]
+        alternatives = [(entry.decoded_token or "", entry.logprob) for entry in best]
+        tokens.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob, alternatives))
+    return tokens

@@ -8,15 +8,16 @@ from the Serve config's `deployments:` section, so the same class runs on a lapt
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from deployments.config import BackendSpec, ServiceConfig
 from deployments.control import ReplicaControl
 from deployments.failover import BackendChain
-from deployments.registry import build_backend
-from deployments.types import SERVICES, Backend, ModelUnavailable
+from deployments.types import Backend, ModelUnavailable
 from state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,23 @@ class UnloadableBackend:
         raise ModelUnavailable(self.reason)
 
 
+def build_backend(spec: BackendSpec) -> Backend:
+    """An unloaded backend, its class imported only here, in the replica that runs it: the ingress
+    and the tests of one modality never import another modality's engines (torch, llama.cpp, SDKs)."""
+    module_name, class_name = spec.path.split(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as exc:  # an optional extra that is not installed: report, keep serving
+        return UnloadableBackend(spec.name, f"cannot import its engine ({exc}); install the extra it needs")
+    return cls(**spec.options)
+
+
 class ModalityServer:
     """One replica of one modality.
 
-    `config` is the service's section of the app config:
-    `{"backends": [{"name": "llama_cpp", "options": {...}}, ...], "concurrency": 1,
-    "timeout_s": 120, "failure_threshold": 3, "cooldown_s": 30}`.
+    `config` says which backends, in which order, and how the failover chain treats them.
 
-    `concurrency` is how many model calls the backend truly runs at once; calls beyond it wait here.
+    `config.concurrency` is how many model calls the backend truly runs at once; calls beyond it wait here.
     The deployment's `max_ongoing_requests` is two more: the scheduler lets one call wait here per
     replica (which tells Serve's autoscaler there is a backlog) and one slot stays free for status
     and health calls (serve_app/capacity.py).
@@ -53,19 +63,18 @@ class ModalityServer:
     health (deployments/control.py); it must then be made inside its event loop, as Serve does.
     """
 
-    def __init__(self, service: str, config: dict[str, Any], store: StateStore | None = None) -> None:
-        if service not in SERVICES:
-            raise ValueError(f"unknown service {service!r}")
+    def __init__(self, config: ServiceConfig, store: StateStore | None = None) -> None:
+        service = config.service
         self.service = service
-        backends = [self._build(spec) for spec in config["backends"]]
+        backends = [build_backend(spec) for spec in config.backends]
         self.chain = BackendChain(
             backends,
-            timeout_s=float(config.get("timeout_s", 120.0)),
-            failure_threshold=int(config.get("failure_threshold", 3)),
-            cooldown_s=float(config.get("cooldown_s", 30.0)),
+            timeout_s=config.timeout_s,
+            failure_threshold=config.failure_threshold,
+            cooldown_s=config.cooldown_s,
         )
         self.chain.load()
-        self.slots = asyncio.Semaphore(int(config.get("concurrency", 1)))
+        self.slots = asyncio.Semaphore(config.concurrency)
         self.control = ReplicaControl(store, service, replica_name(), self.chain) if store is not None else None
         if self.control is not None:
             self.control.follow()
@@ -75,12 +84,6 @@ class ModalityServer:
         """Apply an admin's change to the backends' order before this call, on every replica alike."""
         if self.control is not None:
             self.control.follow()
-
-    def _build(self, spec: dict[str, Any]) -> Backend:
-        try:
-            return build_backend(self.service, spec["name"], spec.get("options"))
-        except ImportError as exc:  # an optional extra that is not installed: report, keep serving
-            return UnloadableBackend(spec["name"], f"cannot import its engine ({exc}); install the extra it needs")
 
     async def run(self, request: Any) -> Any:
         self.follow_admin()
@@ -144,12 +147,23 @@ def replica_name() -> str:
     return str(context.replica_id.unique_id) if context is not None else f"pid-{os.getpid()}"
 
 
-def modality_deployment(service: str):  # -> serve.Deployment
+class ModalityReplica(ModalityServer):
+    """`ModalityServer` as Serve runs it: it opens the state store itself, in its own process.
+
+    `open_store` travels instead of an opened store, whose pickled state would carry the store's URL,
+    and the Redis password in it, into the deployment's arguments, which Serve keeps in clear.
+    """
+
+    def __init__(self, config: ServiceConfig, open_store: Callable[[], StateStore] | None = None) -> None:
+        super().__init__(config, open_store() if open_store is not None else None)
+
+
+def modality_deployment(service: str) -> Any:  # a serve.Deployment
     """The Serve deployment of one modality, with CPU-friendly defaults the config may override."""
     from ray import serve
 
     return serve.deployment(
-        ModalityServer,
+        ModalityReplica,
         name=service,
         max_ongoing_requests=3,
         ray_actor_options={"num_cpus": 0.2},

@@ -1,7 +1,8 @@
 """Speech to text: Whisper on the machine (faster-whisper), Google Cloud Speech-to-Text in the cloud.
 
 Both backends take a 16-bit PCM WAV file, checked with `media.wav_info` before any model or network
-work, and report the audio's length from its header (the `stt` cost unit).
+work, and report the audio's length from its header (the `stt` cost unit), and when each segment
+of the transcript is said (for `verbose_json`, SubRip and WebVTT answers).
 
 The Google helpers here (`google_client`, `call_google`) serve the Text-to-Speech backend too.
 """
@@ -20,9 +21,12 @@ from deployments.google_cloud import call_google, google_client
 from deployments.media import wav_info
 from deployments.types import (
     BackendFailure,
+    InvalidInput,
     ModelUnavailable,
+    Segment,
     TranscribeRequest,
     TranscribeResult,
+    Word,
 )
 
 log = logging.getLogger(__name__)
@@ -95,18 +99,32 @@ class FasterWhisperBackend:
         info = wav_info(request.audio)
         if self._whisper is None:
             raise ModelUnavailable(f"{self.name} is not loaded")
-        text, language = await asyncio.to_thread(self._transcribe, request.audio, request.language)
-        return TranscribeResult(text=text, audio_seconds=info.seconds, language=language, model=self.model)
+        return await asyncio.to_thread(self._transcribe, request, info.seconds)
 
-    def _transcribe(self, audio: bytes, language: str | None) -> tuple[str, str]:
+    def _transcribe(self, request: TranscribeRequest, seconds: float) -> TranscribeResult:
         # Whisper knows languages by ISO 639-1 code: "en-US" means "en".
-        whisper_language = language.split("-")[0].lower() if language else None
+        language = request.language.split("-")[0].lower() if request.language else None
+        options: dict[str, Any] = {}
+        if request.temperature > 0:  # else Whisper's own schedule, from 0 up where decoding fails
+            options["temperature"] = request.temperature
         segments, info = self._whisper.transcribe(
-            io.BytesIO(audio), beam_size=self.beam_size, language=whisper_language
+            io.BytesIO(request.audio),
+            beam_size=self.beam_size,
+            language=language,
+            initial_prompt=request.prompt or None,
+            word_timestamps=request.word_timestamps,
+            **options,
         )
         # `segments` is a lazy generator: the decoding happens here, in the worker thread.
-        text = "".join(segment.text for segment in segments).strip()
-        return text, info.language
+        said = list(segments)
+        return TranscribeResult(
+            text="".join(segment.text for segment in said).strip(),
+            audio_seconds=seconds,
+            language=info.language,
+            model=self.model,
+            segments=[Segment(segment.start, segment.end, segment.text.strip()) for segment in said],
+            words=[Word(word.start, word.end, word.word) for segment in said for word in segment.words or ()],
+        )
 
 
 def _packaged_whisper_path() -> str:
@@ -178,6 +196,7 @@ class GoogleSpeechBackend:
         from google.cloud import speech_v1
 
         info = wav_info(request.audio)
+        _refuse_whisper_options(request, self.name)
         if self._client is None:
             raise ModelUnavailable(f"{self.name} is not loaded")
         if info.seconds > GOOGLE_SYNC_MAX_SECONDS:
@@ -194,6 +213,7 @@ class GoogleSpeechBackend:
             language_code=language,
             model=self.recognition_model,
             enable_automatic_punctuation=True,
+            enable_word_time_offsets=True,  # for the segments' times
         )
         call = functools.partial(
             self._client.recognize,
@@ -205,10 +225,17 @@ class GoogleSpeechBackend:
             timeout=self.timeout_s,
         )
         response = await asyncio.to_thread(call_google, "Google Speech-to-Text", call)
-        text = " ".join(r.alternatives[0].transcript.strip() for r in response.results if r.alternatives)
-        detected = next((r.language_code for r in response.results if r.language_code), None)
+        results = [r for r in response.results if r.alternatives]
+        text = " ".join(r.alternatives[0].transcript.strip() for r in results)
+        detected = next((r.language_code for r in results if r.language_code), None)
+        segments, words = _google_times(results, info.seconds)
         return TranscribeResult(
-            text=text.strip(), audio_seconds=info.seconds, language=detected or language, model=self.model
+            text=text.strip(),
+            audio_seconds=info.seconds,
+            language=detected or language,
+            model=self.model,
+            segments=segments,
+            words=words if request.word_timestamps else [],
         )
 
     def _language(self, requested: str | None) -> str:
@@ -217,3 +244,32 @@ class GoogleSpeechBackend:
         if not requested or requested.lower() == self.language.split("-")[0].lower():
             return self.language
         return requested
+
+
+def _refuse_whisper_options(request: TranscribeRequest, backend: str) -> None:
+    """Google's recognition has no prompt and no temperature: a request that sets them is refused,
+    naming the field, rather than answered as if they had been used."""
+    for field, used in (("prompt", bool(request.prompt)), ("temperature", request.temperature > 0)):
+        if used:
+            reason = f"{backend} takes no {field}"
+            raise InvalidInput(f"{field}: {reason}", [{"field": field, "reason": reason}])
+
+
+def _google_times(results: list[Any], seconds: float) -> tuple[list[Segment], list[Word]]:
+    """A segment per recognition result, timed by its words where Google gives their offsets and
+    by the result's end; with no times at all, one segment runs to the end of the audio."""
+    segments: list[Segment] = []
+    words: list[Word] = []
+    start = 0.0
+    for result in results:
+        alternative = result.alternatives[0]
+        said = [
+            Word(word.start_time.total_seconds(), word.end_time.total_seconds(), word.word)
+            for word in alternative.words
+        ]
+        end = result.result_end_time.total_seconds() or (said[-1].end if said else seconds)
+        start = said[0].start if said else start
+        segments.append(Segment(start, max(start, end), alternative.transcript.strip()))
+        words += said
+        start = end
+    return segments, words

@@ -60,6 +60,18 @@ def check_image_request(request: ImageRequest) -> None:
         raise InputTooLarge(f"n is {request.n}; at most {MAX_IMAGES} images are made at once")
 
 
+def byte_level_tokenizer(max_length: int) -> Any:
+    """A CLIP tokenizer that needs no files: a byte-level vocabulary (every byte, alone and
+    word-final, ids 2 and up; `<|startoftext|>` is 0, `<|endoftext|>` 1) and no merges, so any
+    text tokenizes. For the random-weight fixtures, whose text encoders learned nothing anyway."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    tokens = ["<|startoftext|>", "<|endoftext|>", *symbols, *(symbol + "</w>" for symbol in symbols)]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=[], model_max_length=max_length)
+
+
 class DiffusionPainter:
     """The run path of the diffusers backends; a subclass says where the pipeline comes from.
 
@@ -197,14 +209,11 @@ class TinyRandomDiffusionBackend(DiffusionPainter):
     def build(self, dtype: Any) -> Any:
         import torch
         from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-        from transformers.convert_slow_tokenizer import bytes_to_unicode
+        from transformers import CLIPTextConfig, CLIPTextModel
 
-        symbols = list(bytes_to_unicode().values())
-        tokens = ["<|startoftext|>", "<|endoftext|>", *symbols, *(symbol + "</w>" for symbol in symbols)]
-        tokenizer = CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=[], model_max_length=77)
+        tokenizer = byte_level_tokenizer(77)
         text_config = CLIPTextConfig(
-            vocab_size=len(tokens),
+            vocab_size=len(tokenizer),
             hidden_size=32,
             intermediate_size=64,
             num_hidden_layers=2,

@@ -1,41 +1,31 @@
 """The shared vocabulary of the model deployments: requests, results, errors and the backend protocol.
 
 Every modality has one request and one result type. A backend is one small class with an async
-`run` (and, for `llm`, `stream`); the failover chain and the Serve deployments only know this
-protocol, never a concrete engine.
+`run` (and, for `llm`, `stream`; for `text2video`, a `stream` of `Progress` chunks then its result);
+the failover chain and the Serve deployments only know this protocol, never a concrete engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-SERVICES: tuple[str, ...] = ("llm", "stt", "tts", "pic2text", "text2pic", "embed")
-
+from common.errors import PlatformError
 
 # ---------------------------------------------------------------- errors
 
 
-class ModelError(Exception):
+class ModelError(PlatformError):
     """An error raised by a backend or a deployment, with a stable `code` the ingress maps to HTTP.
 
     `retryable` tells the failover chain (and later the workflow executor) whether another
     attempt, on this backend or the next, may succeed.
     """
 
-    code: ClassVar[str] = "model_error"
-    status: ClassVar[int] = 502
-    retryable: ClassVar[bool] = True
-
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep the exception picklable across Ray's process boundary with its message and details.
-        return (type(self), (self.message, self.details))
+    code = "model_error"
+    status = 502
+    retryable = True
 
 
 class InvalidInput(ModelError):
@@ -78,16 +68,65 @@ class BackendTimeout(BackendFailure):
 
 # ---------------------------------------------------------------- llm
 
+# What a backend can do beyond plain text generation (`Backend.capabilities`); a request names the
+# ones it needs (`LLMRequest.needs`) and the failover chain skips backends that lack one.
+TOOLS = "tools"
+JSON_SCHEMA = "json_schema"
+JSON_OBJECT = "json_object"
+LOGPROBS = "logprobs"
+VISION = "vision"
+STREAMING = "streaming"
+
+
+@dataclass
+class ToolSpec:
+    """A function the model may call: OpenAI's `tools[].function`."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass
+class ToolCall:
+    """A call the model made; `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
 
 @dataclass
 class ChatMessage:
+    """One turn. An assistant turn may carry `tool_calls`; a `tool` turn answers the call
+    `tool_call_id` (of the function `name`). `images` (PNG or JPEG bytes) go only to backends with
+    the `vision` capability; the ingress turns them into captions for the others."""
+
     role: str
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+    images: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class ResponseFormat:
+    """OpenAI's `response_format`: `text`, `json_object`, or `json_schema` with its `schema`."""
+
+    type: str = "text"
+    schema: dict[str, Any] | None = None
+    name: str = "response"
+    strict: bool = False
 
 
 @dataclass
 class LLMRequest:
-    """A chat (`messages`) or a plain completion (`prompt`); exactly one is set."""
+    """A chat (`messages`) or a plain completion (`prompt`); exactly one is set.
+
+    `tool_choice` is "auto", "none", "required", or the name of one of `tools`. `n` choices are
+    `n` generations (seeds `seed`, `seed + 1`, ... when a seed is given), charged as such.
+    """
 
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
@@ -96,25 +135,87 @@ class LLMRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
+
+    def uses_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def needs(self) -> dict[str, str]:
+        """The capabilities this request needs, each with the request field that needs it."""
+        needed: dict[str, str] = {}
+        if self.uses_tools():
+            needed[TOOLS] = "tools"
+        if self.response_format is not None and self.response_format.type in (JSON_SCHEMA, JSON_OBJECT):
+            needed[self.response_format.type] = "response_format"
+        if self.logprobs:
+            needed[LOGPROBS] = "logprobs"
+        for index, message in enumerate(self.messages or []):
+            if message.images:
+                needed[VISION] = f"messages.{index}.content"
+                break
+        return needed
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log probability, with the most likely alternatives (OpenAI's shape)."""
+
+    token: str
+    logprob: float
+    top_logprobs: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
 class LLMChunk:
-    """A piece of a streamed generation; the last one carries `finish_reason` and the usage counts."""
+    """A piece of a streamed generation; the last one carries `finish_reason` and the usage counts.
+
+    A tool call is streamed whole in one chunk (`tool_calls`); the ingress splits it into OpenAI's deltas.
+    """
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    model: str = ""  # the model that produced it (set by the failover chain)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class LLMChoice:
+    """One of the `n` answers to a request."""
+
+    text: str
+    finish_reason: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
 class LLMResult:
+    """The first answer (its text, finish reason, tool calls), the others for `n` > 1 in
+    `more_choices`, and the usage of all of them."""
+
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     model: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    more_choices: list[LLMChoice] = field(default_factory=list)
+
+    def choices(self) -> list[LLMChoice]:
+        first = LLMChoice(self.text, self.finish_reason, self.tool_calls, self.logprobs)
+        return [first, *self.more_choices]
 
 
 # ---------------------------------------------------------------- stt
@@ -124,6 +225,28 @@ class LLMResult:
 class TranscribeRequest:
     audio: bytes  # a WAV file, 16-bit PCM
     language: str | None = None
+    # Text said before the audio, to steer spelling and style (Whisper's initial prompt).
+    prompt: str | None = None
+    # 0, as in OpenAI's API, lets the engine raise the temperature where decoding fails; above 0,
+    # every segment is sampled at it.
+    temperature: float = 0.0
+    word_timestamps: bool = False  # fill `TranscribeResult.words`, which costs Whisper an alignment pass
+
+
+@dataclass
+class Segment:
+    """A stretch of a transcript and when it is said, in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    word: str
 
 
 @dataclass
@@ -132,6 +255,8 @@ class TranscribeResult:
     audio_seconds: float
     language: str | None = None
     model: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)  # only when the request asked for them
 
 
 # ---------------------------------------------------------------- tts
@@ -196,12 +321,64 @@ class ImageResult:
     model: str = ""
 
 
+# ---------------------------------------------------------------- text2video
+
+
+@dataclass
+class VideoRequest:
+    """Text to video, or image to video with a reference `image` (PNG or JPEG) as the first frame."""
+
+    prompt: str
+    seconds: float = 4.0
+    width: int = 256
+    height: int = 256
+    fps: int = 8
+    steps: int = 20
+    seed: int | None = None
+    negative_prompt: str | None = None
+    image: bytes | None = None
+
+    @property
+    def frames(self) -> int:
+        return max(1, round(self.seconds * self.fps))
+
+
+@dataclass
+class VideoResult:
+    video: bytes  # an MP4 file (H.264)
+    width: int
+    height: int
+    frames: int
+    fps: int
+    steps: int
+    model: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
+
+
+@dataclass
+class Progress:
+    """A chunk of a long call's stream before its result: `step` of `steps` done (denoising steps)."""
+
+    step: int
+    steps: int
+    model: str = ""
+
+    @property
+    def percent(self) -> int:
+        return min(100, self.step * 100 // max(1, self.steps))
+
+
 # ---------------------------------------------------------------- embed
 
 
 @dataclass
 class EmbedRequest:
     texts: list[str]  # one vector each, in order
+    truncate: bool = False  # cut texts longer than the model's window, instead of refusing them
+    dimensions: int | None = None  # the vectors' dimension the caller expects: refused if not the model's
 
 
 @dataclass
@@ -223,6 +400,7 @@ class BackendInfo:
     ready: bool
     reason: str | None = None
     voices: list[str] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=list)  # see `TOOLS`, `JSON_SCHEMA`, ...
 
 
 @runtime_checkable
@@ -231,7 +409,8 @@ class Backend(Protocol):
 
     `load()` is called once, in the replica; it raises `ModelUnavailable` with a reason a person
     can act on when the weights or credentials are missing. `run()` takes the modality's request
-    and returns its result.
+    and returns its result. A backend may declare `capabilities` (a frozenset of `TOOLS`,
+    `JSON_SCHEMA`, ...): what it honours of a request's `needs()`; none when it declares nothing.
     """
 
     name: str
@@ -244,6 +423,7 @@ class Backend(Protocol):
 
 @runtime_checkable
 class StreamingBackend(Backend, Protocol):
-    """A backend that can also stream its output (the `llm` engines)."""
+    """A backend that can also stream its output (the `llm` engines), or its progress before its
+    result (`Progress` chunks, then the result: the `text2video` engines)."""
 
     def stream(self, request: Any) -> AsyncIterator[Any]: ...

@@ -7,13 +7,16 @@ and grant requests of one turn of its event loop and answers each request at onc
 waiting; only a request that must wait costs a second call, `wait(ticket)`. Ray's per-call cost,
 not the policy, is what limits grants per second, so fewer calls is what makes the actor fast.
 
-- A grant is a lease: its holder renews it while the call runs (`SchedulerClient` does, every
-  `lease_s / 3`); one that is neither renewed nor released within `lease_s` (its holder died) is
+- A grant is a lease: its holder renews it while the call runs (`SchedulerClient` does, a few
+  times per lease); one that is neither renewed nor released within `lease_s` (its holder died) is
   released by the actor, charging the estimate, so capacity never leaks for long.
 - A caller that gives up while waiting (`ray.cancel`, or the awaiting task is cancelled) withdraws
   its request.
 - Tenant settings are written to the state store when an admin sets them; virtual times are
   snapshotted every `snapshot_interval_s`. A restarted actor (`max_restarts=-1`) restores both.
+- The actor is detached and outlives a redeploy: the new ingress hands it the new config
+  (`reconfigure`), which keeps every tenant's state. That config is stored too, so that a restart
+  (which Ray makes with the arguments the actor was first created with) does not undo it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
+
+import ray
 
 from scheduler.errors import UnknownTicket
 from scheduler.policy import FairScheduler, Grant
-from scheduler.settings import ServiceLimits, TenantSettings
+from scheduler.settings import SchedulerConfig, TenantSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +41,22 @@ NAMESPACE = "labubu"
 TENANTS_NAMESPACE = "tenants"
 SNAPSHOT_NAMESPACE = "scheduler"
 SNAPSHOT_KEY = "snapshot"
+CONFIG_KEY = "config"
 
 
 class SchedulerActor:
     """Hosts `FairScheduler` on an event loop; see the module docstring.
 
-    `config`: `{"services": {name: ServiceLimits fields}, "tenant_defaults": TenantSettings fields,
-    "lease_s": 30, "snapshot_interval_s": 1.0}`. `store`: a `state.store.StateStore`, or None to
-    keep nothing (tests of the policy alone).
+    `open_store` opens the state store (a `state.store.StateStore`) in the actor's own process, from
+    its environment: an opened store would carry its URL, and the Redis password in it, into the
+    actor's arguments. None keeps nothing (tests of the policy alone).
     """
 
-    def __init__(self, config: dict[str, Any], store: Any = None) -> None:
-        services = {name: ServiceLimits(**limits) for name, limits in config["services"].items()}
+    def __init__(self, config: SchedulerConfig, open_store: Callable[[], Any] | None = None) -> None:
+        self.store = open_store() if open_store is not None else None
+        self._config = config = self._last_config() or config
         # Tickets never repeat across restarts: a late release from before one cannot end another's grant.
-        self.policy = FairScheduler(
-            services,
-            TenantSettings.from_dict(config.get("tenant_defaults", {})),
-            first_ticket=time.time_ns() // 1000,
-        )
-        self.lease_s = float(config.get("lease_s", 30.0))
-        self.snapshot_interval_s = float(config.get("snapshot_interval_s", 1.0))
-        self.store = store
+        self.policy = FairScheduler(config.services, config.tenant_defaults, first_ticket=time.time_ns() // 1000)
         self.waiters: dict[int, asyncio.Future[Grant]] = {}
         self.submitted_at: dict[int, float] = {}
         self.leases: dict[int, float] = {}
@@ -66,6 +67,13 @@ class SchedulerActor:
         self._pump_task: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- state
+
+    def _last_config(self) -> SchedulerConfig | None:
+        """After a restart, the config the actor last ran with, if it was stored (see `reconfigure`)."""
+        if self.store is None or not restarted_by_ray():
+            return None
+        saved = self.store.get(SNAPSHOT_NAMESPACE, CONFIG_KEY)
+        return SchedulerConfig.from_dict(saved) if saved else None
 
     def _restore(self) -> None:
         if self.store is None:
@@ -110,7 +118,7 @@ class SchedulerActor:
                 now = time.monotonic()
                 self._expire_leases(now)
                 self._dispatch(now)
-                if now - last_snapshot >= self.snapshot_interval_s:
+                if now - last_snapshot >= self._config.snapshot_interval_s:
                     last_snapshot = now
                     await asyncio.to_thread(self._save_snapshot)
                     self.metrics.flush(self.policy.stats())
@@ -129,7 +137,7 @@ class SchedulerActor:
                     self.policy.cancel(grant.ticket)
                     returned = True
                     continue
-                self.leases[grant.ticket] = now + self.lease_s
+                self.leases[grant.ticket] = now + self._config.lease_s
                 self.metrics.granted(grant, now - submitted)
                 waiter.set_result(grant)
         self.dirty = True
@@ -236,7 +244,7 @@ class SchedulerActor:
         """Extend a grant's lease by `lease_s`; False if it has already ended."""
         if ticket not in self.leases:
             return False
-        self.leases[ticket] = time.monotonic() + self.lease_s
+        self.leases[ticket] = time.monotonic() + self._config.lease_s
         return True
 
     async def release_many(self, releases: list[tuple[int, float | None]]) -> int:
@@ -273,6 +281,19 @@ class SchedulerActor:
         if changed:
             self._dispatch(time.monotonic())
         return changed
+
+    async def reconfigure(self, config: SchedulerConfig) -> None:
+        """Run with a redeploy's config from now on: its lease (from each grant's next renewal), tenant
+        defaults and service limits. Admin-set tenants, virtual times, queues and grants are kept."""
+        self.policy.configure(config.services, config.tenant_defaults)
+        self._config = config
+        self._dispatch(time.monotonic())  # looser limits may let waiting requests through
+        if self.store is not None:
+            await asyncio.to_thread(self.store.put, SNAPSHOT_NAMESPACE, CONFIG_KEY, config.to_dict())
+
+    async def config(self) -> SchedulerConfig:
+        """The config the actor runs with."""
+        return self._config
 
     async def stats(self) -> dict[str, Any]:
         return self.policy.stats()
@@ -323,3 +344,10 @@ class SchedulerMetrics:
                 tags = {"service": service, "tenant": tenant}
                 self.queued.set(flow["queued"], tags)
                 self.in_flight.set(flow["in_flight"], tags)
+
+
+def restarted_by_ray() -> bool:
+    """Whether Ray restarted this actor after it died (False when the class runs outside an actor,
+    as in the in-process tests)."""
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)

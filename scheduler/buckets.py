@@ -24,6 +24,8 @@ class TokenBucket:
     lets the first `capacity` through and then nothing more.
     """
 
+    __slots__ = ("_capacity", "_rate", "_tokens", "_updated")
+
     def __init__(self, rate_per_s: float, burst: float, start: float | None = None) -> None:
         self._rate = rate_per_s
         self._capacity = max(burst, 1.0)
@@ -54,10 +56,22 @@ class TokenBucket:
 
     def ready(self, now: float) -> bool:
         """Whether a grant may take a token at `now`."""
-        return self.tokens(now) >= 1.0 - self._tolerance(now)
+        # Called for every grant considered: `_refill` inlined, and the tolerance (a `math.ulp`)
+        # computed only for a bucket short of a whole token.
+        updated = self._updated
+        if updated is None:
+            self._updated = now
+        elif now > updated:
+            self._tokens = min(self._capacity, self._tokens + (now - updated) * self._rate)
+            self._updated = now
+        return self._tokens >= 1.0 or self._tokens >= 1.0 - self._tolerance(now)
 
     def take(self, now: float) -> None:
         """Take one token; the caller checked `ready(now)`."""
+        updated = self._updated
+        if updated is not None and now <= updated and self._tokens >= 1.0:  # `ready` just said so
+            self._tokens -= 1.0
+            return
         if not self.ready(now):
             raise RuntimeError("token bucket is empty")
         self._tokens -= 1.0
@@ -88,6 +102,8 @@ class ConcurrencyLimit:
     """At most `limit` holders at once. Lowering the limit below the holders evicts nobody: new
     acquisitions wait until enough have released."""
 
+    __slots__ = ("in_flight", "limit")
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
@@ -98,7 +114,7 @@ class ConcurrencyLimit:
 
     def acquire(self) -> None:
         """Take a slot; the caller checked `available`."""
-        if not self.available:
+        if self.in_flight >= self.limit:
             raise RuntimeError("concurrency limit reached")
         self.in_flight += 1
 

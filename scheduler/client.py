@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -11,20 +11,30 @@ from typing import Any
 import ray
 from ray.exceptions import RayTaskError
 
+from common.errors import unwrap
 from scheduler.actor import ACTOR_NAME, NAMESPACE, SchedulerActor
-from scheduler.errors import SchedulerError, ServiceOverloaded, UnknownTicket
+from scheduler.errors import ServiceOverloaded, UnknownTicket
+from scheduler.settings import DEFAULT_LEASE_S, SchedulerConfig, renewal_interval
 
 # Every waiting grant holds one of the actor's concurrent calls (RAY_NOTES.md): keep this far above
 # the longest queue the tenants' `max_queued` allow.
 MAX_CONCURRENCY = 100_000
 
 
-def scheduler_actor(config: dict[str, Any], store: Any = None) -> Any:
-    """The cluster's scheduler actor, created on first use; later callers get the same one."""
-    return (
+def scheduler_actor(
+    config: SchedulerConfig, open_store: Callable[[], Any] | None = None, name: str = ACTOR_NAME
+) -> Any:
+    """The cluster's scheduler actor, created on first use; later callers get the same one.
+
+    The actor is detached: it outlives the deployment that made it. A caller that finds it running
+    hands it `config`, so that a redeploy's settings take effect without losing any tenant's state.
+    `open_store` opens the state store inside the actor (see `SchedulerActor`); `name` is the
+    actor's (tests make their own).
+    """
+    actor: Any = (
         ray.remote(SchedulerActor)
         .options(
-            name=ACTOR_NAME,
+            name=name,
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
@@ -33,16 +43,12 @@ def scheduler_actor(config: dict[str, Any], store: Any = None) -> Any:
             max_concurrency=MAX_CONCURRENCY,
             num_cpus=0,
         )
-        .remote(config, store)
+        .remote(config, open_store)
     )
-
-
-def scheduler_error_of(exc: BaseException) -> SchedulerError | None:
-    if isinstance(exc, SchedulerError):
-        return exc
-    if isinstance(exc, RayTaskError) and isinstance(exc.cause, SchedulerError):
-        return exc.cause
-    return None
+    # A no-op for an actor just made. Not awaited: a replica's start does not wait on it, and it lands
+    # within moments (an async actor may run a caller's next call first).
+    actor.reconfigure.remote(config)
+    return actor
 
 
 @dataclass
@@ -64,9 +70,9 @@ class SchedulerClient:
     second call (`wait`). Releases never block the caller.
     """
 
-    def __init__(self, actor: Any, renew_every_s: float = 10.0) -> None:
+    def __init__(self, actor: Any, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.actor = actor
-        self.renew_every_s = renew_every_s  # well inside the actor's lease (30 s by default)
+        self.lease_s = lease_s  # the actor's (`SchedulerConfig.lease_s`): grants are renewed well inside it
         self._releases: list[tuple[int, float | None]] = []
         self._requests: list[tuple[tuple[str, str, float, str, bool], asyncio.Future[tuple[str, Any]]]] = []
         self._flush_due = False
@@ -112,7 +118,7 @@ class SchedulerClient:
                 self.actor.cancel.remote(value)
                 raise
             except RayTaskError as exc:
-                error = scheduler_error_of(exc)
+                error = unwrap(exc)
                 if not isinstance(error, UnknownTicket):
                     raise error or exc from None
                 # The actor restarted while the request waited and forgot it: submit it again.
@@ -152,7 +158,7 @@ class SchedulerClient:
         except Exception as exc:  # the actor failed the whole call: every caller in it gets the error
             for future in futures:
                 if not future.done():
-                    future.set_exception(scheduler_error_of(exc) or exc)
+                    future.set_exception(unwrap(exc) or exc)
             return
         for future, (kind, value) in zip(futures, outcomes, strict=True):
             if not future.done():
@@ -189,7 +195,7 @@ class SchedulerClient:
     async def _renew(self, ticket: int) -> None:
         """Keep the grant's lease alive while the holder lives; if it dies, the lease runs out."""
         while True:
-            await asyncio.sleep(self.renew_every_s)
+            await asyncio.sleep(renewal_interval(self.lease_s))
             self.actor.renew.remote(ticket)
 
     async def call(self, method: str, *args: Any) -> Any:
@@ -197,7 +203,7 @@ class SchedulerClient:
         try:
             return await getattr(self.actor, method).remote(*args)
         except RayTaskError as exc:
-            error = scheduler_error_of(exc)
+            error = unwrap(exc)
             if error is None:
                 raise
             raise error from None

@@ -81,22 +81,11 @@ class CostModel:
         return max(self.minimum, total)
 
 
-DEFAULT_COST_MODELS: Mapping[str, CostModel] = {
-    # Generating a token costs more than reading one: decode is sequential, prefill is batched.
-    "llm": CostModel({"prompt_tokens": 1.0, "output_tokens": 2.0}),
-    "embed": CostModel({"prompt_tokens": 1.0}),
-    "tts": CostModel({"characters": 1.0}),
-    "stt": CostModel({"audio_seconds": 1.0}, minimum=0.1),
-    "pic2text": CostModel({"images": 1.0}),
-    "text2pic": CostModel({"megapixel_steps": 1.0}, minimum=0.1),
-}
-
-
 @dataclass(frozen=True)
 class CostModels:
     """The cost model of every service, with the rules that fill in what a Usage leaves unknown."""
 
-    models: Mapping[str, CostModel] = field(default_factory=lambda: dict(DEFAULT_COST_MODELS))
+    models: Mapping[str, CostModel] = field(default_factory=dict)
     chars_per_token: float = 4.0
     default_output_tokens: int = 256
 
@@ -117,12 +106,14 @@ class CostModels:
         cls,
         terms: Mapping[str, Mapping[str, float]],
         *,
+        defaults: Mapping[str, CostModel],
         chars_per_token: float = 4.0,
         default_output_tokens: int = 256,
     ) -> CostModels:
-        """The defaults with the formulas of the services named in `terms` replaced, e.g.
-        `{"llm": {"prompt_tokens": 1, "output_tokens": 3}}`; a `minimum` key sets the floor."""
-        models = dict(DEFAULT_COST_MODELS)
+        """The `defaults` (each service's own model, from its descriptor) with the formulas of the
+        services named in `terms` replaced, e.g. `{"llm": {"prompt_tokens": 1, "output_tokens": 3}}`;
+        a `minimum` key sets the floor."""
+        models = dict(defaults)
         for service, formula in terms.items():
             coefficients = {k: v for k, v in formula.items() if k != "minimum"}
             base = models.get(service)

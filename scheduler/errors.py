@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
+
+from common.errors import PlatformError
 
 
-class SchedulerError(Exception):
+class SchedulerError(PlatformError):
     """Base of every error the scheduler raises.
 
     `code` and `status` are class-level so that the ingress can map any subclass without knowing it.
     """
 
-    code: ClassVar[str] = "scheduler_error"
-    status: ClassVar[int] = 500
-
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The actor raises these across Ray's process boundary: keep message and details when pickled.
-        return (type(self), (self.message, self.details))
+    code = "scheduler_error"
+    status = 500
 
 
 class _RetryLater(SchedulerError):
-    """An error that tells the client when to come back (`Retry-After`)."""
+    """An error that tells the client when to come back (`Retry-After`): a later attempt may succeed."""
+
+    retryable = True
 
     def __init__(self, message: str, retry_after_s: float, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message, details)
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message, self.retry_after_s, self.details))
+        super().__init__(message, details, retry_after_s=retry_after_s)
 
 
 class QuotaExceeded(_RetryLater):

@@ -56,6 +56,11 @@ _MAX_RETRY_AFTER_S = 60.0
 # much, so that memory stays proportional to the live requests.
 _COMPACT_SLACK = 64
 
+# Priorities by value and by member (a `str` enum hashes as its value): one dict lookup per submit
+# instead of the enum's own constructor.
+_PRIORITIES: dict[str, Priority] = {p.value: p for p in Priority}
+_RANKS = len(Priority)
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -75,7 +80,7 @@ class _FlowState(Enum):
     PARKED = "parked"  # waiting, but its tenant is at its own limit
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Request:
     ticket: int
     service: str
@@ -83,12 +88,38 @@ class _Request:
     priority: Priority
     cost: float
     granted: bool = False
+    # A cancelled request stays in its lane until it reaches the head (or the lanes are compacted):
+    # the flag saves a lookup in the scheduler's table of a million requests for every head looked at.
+    cancelled: bool = False
     # The tenant's weight when granted: the correction at release must divide by the same weight
     # that the charge at grant did, even if an admin changed it in between.
     weight: float = 1.0
 
 
-@dataclass(eq=False)
+class _Lane:
+    """The waiting requests of one flow and one priority, first come first served: a list and the
+    index of its head (about 100 bytes where a deque is 760; a flow per tenant and service adds up).
+    """
+
+    __slots__ = ("head", "items")
+
+    def __init__(self) -> None:
+        self.items: list[_Request | None] = []
+        self.head = 0
+
+    def popleft(self) -> _Request:
+        items, head = self.items, self.head
+        request = items[head]
+        items[head] = None  # a released request must not live on here
+        head += 1
+        if head >= 32 and 2 * head >= len(items):  # amortised O(1): it moves fewer than it skips
+            del items[:head]
+            head = 0
+        self.head = head
+        return request  # type: ignore[return-value]
+
+
+@dataclass(eq=False, slots=True)
 class _Flow:
     service: str
     tenant: str
@@ -99,12 +130,17 @@ class _Flow:
     state: _FlowState = _FlowState.IDLE
     # Bumped whenever the flow enters or leaves its service's heap, so older heap entries are stale.
     version: int = 0
-    # (priority rank, ticket): tickets grow with submission, so this is priority, then FIFO.
-    # Cancelled tickets stay until they reach the top or the heap is compacted.
-    waiting: list[tuple[int, int]] = field(default_factory=list)
+    # One FIFO lane per priority rank, made on first use and dropped when the flow goes idle.
+    # Tickets grow with submission, so the head of the first non-empty lane is the next request:
+    # priority, then first come first served. Cancelled requests stay until they reach a head or
+    # the lanes are compacted.
+    lanes: list[_Lane | None] = field(default_factory=lambda: [None] * _RANKS)
+    entries: int = 0  # in the lanes, cancelled ones included
 
 
 class _Service:
+    __slots__ = ("bucket", "concurrency", "flows", "global_vt", "limits", "name", "queued", "ready")
+
     def __init__(self, name: str, limits: ServiceLimits) -> None:
         self.name = name
         self.limits = limits
@@ -118,10 +154,13 @@ class _Service:
 
     def is_open(self, now: float) -> bool:
         """Whether the service itself could take one more grant at `now`."""
-        return self.concurrency.available and (self.bucket is None or self.bucket.ready(now))
+        concurrency = self.concurrency
+        return concurrency.in_flight < concurrency.limit and (self.bucket is None or self.bucket.ready(now))
 
 
 class _Tenant:
+    __slots__ = ("bucket", "concurrency", "name", "parked", "queued", "settings", "wake_at")
+
     def __init__(self, name: str, settings: TenantSettings) -> None:
         self.name = name
         self.settings = settings
@@ -134,7 +173,8 @@ class _Tenant:
         self.wake_at = math.inf
 
     def is_open(self, now: float) -> bool:
-        return self.concurrency.available and self.bucket.ready(now)
+        concurrency = self.concurrency
+        return concurrency.in_flight < concurrency.limit and self.bucket.ready(now)
 
     def apply(self, settings: TenantSettings) -> None:
         self.settings = settings
@@ -149,8 +189,9 @@ class FairScheduler:
     never `set_tenant` get `tenant_defaults`. Tickets count up from `first_ticket`.
 
     Not thread-safe: one caller at a time (an actor's event loop). Every operation is O(log n) in
-    the waiting requests, except `dispatch`, which is O(log n) per grant per service, and the
-    administrative `snapshot`, `restore`, `stats` and `tenants`.
+    the backlogged flows of a service (a request joins and leaves its flow's queue in amortised O(1)),
+    except `dispatch`, which is O(services) per call and O(log n) per grant, and the administrative
+    `snapshot`, `restore`, `stats` and `tenants`. Memory is linear in the waiting requests.
     """
 
     def __init__(
@@ -194,12 +235,13 @@ class FairScheduler:
         `ServiceOverloaded` (the service has its `max_queued` waiting), `ValueError` (a bad cost
         or priority).
         """
-        svc = self._service(service)
-        if not (math.isfinite(cost) and cost > 0):
+        svc = self._services.get(service) or self._service(service)
+        if not 0.0 < cost < math.inf:  # also refuses NaN
             raise ValueError(f"cost must be a finite number > 0, got {cost!r}")
-        priority = Priority(priority)
-        self.check_room(tenant, now)
-        ten = self._tenant(tenant)
+        priority = _PRIORITIES.get(priority) or Priority(priority)
+        ten = self._tenants.get(tenant) or self._tenant(tenant)
+        if ten.queued >= ten.settings.max_queued:
+            self.check_room(tenant, now)
         if svc.limits.max_queued is not None and svc.queued >= svc.limits.max_queued:
             raise ServiceOverloaded(
                 f"service {svc.name!r} has {svc.queued} requests waiting, its limit",
@@ -212,9 +254,15 @@ class FairScheduler:
             )
 
         ticket = next(self._tickets)
-        self._requests[ticket] = _Request(ticket, svc.name, tenant, priority, cost)
-        flow = self._flow(svc, tenant)
-        heapq.heappush(flow.waiting, (priority.rank, ticket))
+        # The scheduler's own copies of the names: a caller's (one string per call, from Ray) are
+        # not kept alive per request.
+        request = self._requests[ticket] = _Request(ticket, svc.name, ten.name, priority, cost)
+        flow = svc.flows.get(tenant) or self._flow(svc, tenant)
+        lane = flow.lanes[priority.rank]
+        if lane is None:
+            lane = flow.lanes[priority.rank] = _Lane()
+        lane.items.append(request)
+        flow.entries += 1
         flow.queued += 1
         ten.queued += 1
         svc.queued += 1
@@ -234,20 +282,39 @@ class FairScheduler:
         """
         self._wake_parked(now)
         grants: list[Grant] = []
-        while True:
-            best: tuple[tuple[int, int], _Service, _Flow] | None = None
-            for svc in self._services.values():
-                if not svc.ready or not svc.is_open(now):
-                    continue
-                flow = self._head_flow(svc, now)
-                if flow is None:
-                    continue
-                key = self._head_request(flow)
-                if best is None or key < best[0]:
-                    best = (key, svc, flow)
-            if best is None:
-                return grants
-            grants.append(self._grant(best[1], best[2], now))
+        # Each service's next request, as (rank, ticket, its flow). A grant changes only its own
+        # service's head, and its tenant's limits: so only that service, and the services whose
+        # head is the same tenant's, are looked at again, not every service per grant.
+        heads: dict[_Service, tuple[int, int, _Flow]] = {}
+        for svc in self._services.values():
+            concurrency = svc.concurrency
+            if svc.ready and concurrency.in_flight < concurrency.limit:  # `_head`'s first test, inline: most are full
+                head = self._head(svc, now)
+                if head is not None:
+                    heads[svc] = head
+        while heads:
+            best_svc: _Service | None = None
+            best: tuple[int, int, _Flow] | None = None
+            for svc, head in heads.items():
+                if best is None or head < best:  # never equal: tickets are unique
+                    best_svc, best = svc, head
+            assert best_svc is not None and best is not None
+            flow = best[2]
+            grants.append(self._grant(best_svc, flow, best[0], now))
+            head = self._head(best_svc, now)
+            if head is None:
+                del heads[best_svc]
+            else:
+                heads[best_svc] = head
+            if not self._tenants[flow.tenant].is_open(now):  # its heads elsewhere are parked now
+                tenant = flow.tenant
+                for svc in [s for s, head in heads.items() if head[2].tenant == tenant]:
+                    head = self._head(svc, now)
+                    if head is None:
+                        del heads[svc]
+                    else:
+                        heads[svc] = head
+        return grants
 
     def release(self, ticket: int, actual_cost: float | None = None) -> None:
         """End a granted request, charging `actual_cost` instead of the estimate when given.
@@ -279,6 +346,7 @@ class FairScheduler:
             self._finish(request)
             return True
         del self._requests[ticket]
+        request.cancelled = True
         svc = self._services[request.service]
         flow = svc.flows[request.tenant]
         ten = self._tenants[request.tenant]
@@ -288,9 +356,12 @@ class FairScheduler:
         if flow.queued == 0:
             ten.parked.pop(svc.name, None)
             self._set_idle(flow)
-        elif len(flow.waiting) > 2 * flow.queued + _COMPACT_SLACK:
-            flow.waiting = [entry for entry in flow.waiting if entry[1] in self._requests]
-            heapq.heapify(flow.waiting)
+        elif flow.entries > 2 * flow.queued + _COMPACT_SLACK:
+            for lane in flow.lanes:
+                if lane is not None:
+                    lane.items = [r for r in lane.items[lane.head :] if r is not None and not r.cancelled]
+                    lane.head = 0
+            flow.entries = flow.queued
         return True
 
     def check_room(self, tenant: str, now: float) -> None:
@@ -353,6 +424,32 @@ class FairScheduler:
         svc.limits = replace(svc.limits, dispatch_limit=limit)
         svc.concurrency.limit = limit
         return True
+
+    def configure(self, services: Mapping[str, ServiceLimits], tenant_defaults: TenantSettings) -> None:
+        """Apply a new configuration (a redeploy) to a running scheduler.
+
+        Queues, grants, virtual times and the tenants an admin configured are kept. Tenants on the
+        defaults take the new ones. A known service takes its new rate and queue limits but keeps
+        its dispatch limit, which follows the replicas (`set_dispatch_limit`); a new service is
+        added; a service no longer named stays, so that its requests in flight can finish.
+        """
+        self._defaults = tenant_defaults
+        for name, ten in self._tenants.items():
+            if name not in self._configured:
+                ten.apply(tenant_defaults)
+                self._unpark(ten)
+        for name, limits in services.items():
+            svc = self._services.get(name.lower())
+            if svc is None:
+                self._services[name.lower()] = _Service(name.lower(), limits)
+                continue
+            svc.limits = replace(limits, dispatch_limit=svc.limits.dispatch_limit)
+            if limits.rate_per_s is None:
+                svc.bucket = None
+            elif svc.bucket is None:
+                svc.bucket = TokenBucket(limits.rate_per_s, limits.burst)
+            else:
+                svc.bucket.configure(limits.rate_per_s, limits.burst)
 
     # ------------------------------------------------------------------ state
 
@@ -456,31 +553,48 @@ class FairScheduler:
     def _set_idle(self, flow: _Flow) -> None:
         flow.state = _FlowState.IDLE
         flow.version += 1
+        # Whatever the lanes still hold was cancelled: drop them with it.
+        flow.lanes = [None] * _RANKS
+        flow.entries = 0
 
-    def _head_flow(self, svc: _Service, now: float) -> _Flow | None:
-        """The READY flow with the smallest virtual time whose tenant may take a grant at `now`,
+    def _head(self, svc: _Service, now: float) -> tuple[int, int, _Flow] | None:
+        """The service's next request, as (priority rank, ticket, flow), if it may start at `now`:
+        the head of the READY flow with the smallest virtual time whose tenant may take a grant,
         parking the flows of tenants at their own limits on the way."""
-        while svc.ready:
-            _, _, version, flow = svc.ready[0]
+        ready = svc.ready
+        if not ready or not svc.is_open(now):
+            return None
+        tenants = self._tenants
+        while True:
+            if not ready:
+                return None
+            _, _, version, flow = ready[0]
             if version != flow.version:
-                heapq.heappop(svc.ready)
+                heapq.heappop(ready)
                 continue
-            ten = self._tenants[flow.tenant]
+            ten = tenants[flow.tenant]
             if ten.is_open(now):
-                return flow
-            heapq.heappop(svc.ready)
+                break
+            heapq.heappop(ready)
             self._park(ten, flow, now)
-        return None
+        for rank, lane in enumerate(flow.lanes):
+            if lane is not None:
+                items = lane.items
+                while lane.head < len(items):
+                    request = items[lane.head]
+                    assert request is not None  # slots before `head` only are None
+                    if not request.cancelled:
+                        return (rank, request.ticket, flow)
+                    lane.popleft()
+                    flow.entries -= 1
+        raise AssertionError("a READY flow has no waiting request")
 
-    def _head_request(self, flow: _Flow) -> tuple[int, int]:
-        while flow.waiting[0][1] not in self._requests:
-            heapq.heappop(flow.waiting)
-        return flow.waiting[0]
-
-    def _grant(self, svc: _Service, flow: _Flow, now: float) -> Grant:
-        heapq.heappop(svc.ready)  # `flow`'s entry: `_head_flow` just returned it from the top
-        _, ticket = heapq.heappop(flow.waiting)  # `_head_request` cleaned the top
-        request = self._requests[ticket]
+    def _grant(self, svc: _Service, flow: _Flow, rank: int, now: float) -> Grant:
+        """Grant the head request of `flow`, in lane `rank`, as `_head` just found them (`flow`'s
+        entry is on top of the service's heap)."""
+        request = flow.lanes[rank].popleft()  # type: ignore[union-attr]  # `_head` found it there
+        flow.entries -= 1
+        ticket = request.ticket
         ten = self._tenants[flow.tenant]
         ten.concurrency.acquire()
         ten.bucket.take(now)
@@ -489,18 +603,23 @@ class FairScheduler:
             svc.bucket.take(now)
 
         start = flow.vt
-        svc.global_vt = max(svc.global_vt, start)
+        if start > svc.global_vt:
+            svc.global_vt = start
         request.granted = True
-        request.weight = ten.settings.weight
-        flow.vt = start + request.cost / request.weight
-        flow.served_cost += request.cost
+        request.weight = weight = ten.settings.weight
+        cost = request.cost
+        flow.vt = start + cost / weight
+        flow.served_cost += cost
         flow.queued -= 1
         flow.in_flight += 1
         ten.queued -= 1
         svc.queued -= 1
         if flow.queued:
-            self._push_ready(svc, flow)
+            # `_push_ready` with the flow's old entry replaced in one sift rather than popped first.
+            flow.version += 1
+            heapq.heapreplace(svc.ready, (flow.vt, next(self._push_order), flow.version, flow))
         else:
+            heapq.heappop(svc.ready)
             self._set_idle(flow)
         return Grant(ticket, svc.name, flow.tenant, request.priority, request.cost, start)
 

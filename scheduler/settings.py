@@ -1,11 +1,12 @@
-"""What the scheduler is configured with: tenant settings, service limits and priorities."""
+"""What the scheduler is configured with: tenant settings, service limits, priorities, and the
+actor's whole config (`SchedulerConfig`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -123,3 +124,49 @@ class ServiceLimits:
         _check_number("burst", self.burst)
         if self.max_queued is not None:
             _check_count("max_queued", self.max_queued)
+
+
+# A grant not renewed for this long is released by the actor (its holder died); holders renew it
+# `RENEWALS_PER_LEASE` times per lease, so one late renewal costs no grant.
+DEFAULT_LEASE_S = 30.0
+RENEWALS_PER_LEASE = 3
+DEFAULT_SNAPSHOT_INTERVAL_S = 1.0
+
+
+def renewal_interval(lease_s: float) -> float:
+    """How often a holder renews a grant whose lease is `lease_s`."""
+    return lease_s / RENEWALS_PER_LEASE
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """What the scheduler actor runs with; a redeploy hands the running actor a new one
+    (`SchedulerActor.reconfigure`).
+
+    - `services`: each service's limits. `dispatch_limit` is where a service starts: from then on it
+      follows the deployment's running replicas (serve_app/capacity.py).
+    - `tenant_defaults`: the settings of every tenant no admin has configured.
+    - `lease_s`: see `DEFAULT_LEASE_S`. `snapshot_interval_s`: how often virtual times are stored.
+    """
+
+    services: Mapping[str, ServiceLimits]
+    tenant_defaults: TenantSettings = field(default_factory=TenantSettings)
+    lease_s: float = DEFAULT_LEASE_S
+    snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        _check_number("lease_s", self.lease_s, positive=True)
+        _check_number("snapshot_interval_s", self.snapshot_interval_s, positive=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable, for the state store (`from_dict` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SchedulerConfig:
+        return cls(
+            services={name: ServiceLimits(**limits) for name, limits in data["services"].items()},
+            tenant_defaults=TenantSettings.from_dict(data["tenant_defaults"]),
+            lease_s=data["lease_s"],
+            snapshot_interval_s=data["snapshot_interval_s"],
+        )

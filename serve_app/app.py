@@ -12,17 +12,32 @@ from ray.serve.handle import DeploymentHandle
 from dag.executor import executor_actor
 from dag.records import WorkflowStore
 from deployments.serving import modality_deployment
-from deployments.types import SERVICES
+from modalities import SERVICES
 from scheduler.client import SchedulerClient, scheduler_actor
 from serve_app.deps import current_settings, set_platform
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
-from serve_app.routes import admin, console, health, keys, models, openai, usage
+from serve_app.routes import (
+    admin,
+    admin_models,
+    audio,
+    batches,
+    chat,
+    completions,
+    console,
+    embeddings,
+    files,
+    health,
+    images,
+    keys,
+    models,
+    responses,
+    usage,
+    videos,
+)
 from serve_app.routes import workflows as workflow_routes
 from serve_app.settings import Settings
-from state.artifacts import open_artifacts
-from state.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +54,12 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, settings=current_settings)
     app.add_middleware(RequestMetricsMiddleware)
     app.include_router(health.router)
-    app.include_router(openai.router)
+    openai_resources = (chat, completions, responses, files, batches, audio, images, videos, embeddings, models)
+    for openai_resource in openai_resources:
+        app.include_router(openai_resource.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
-    app.include_router(models.router)
+    app.include_router(admin_models.router)
     app.include_router(usage.router)
     app.include_router(workflow_routes.router)
     app.include_router(console.router)
@@ -62,39 +79,42 @@ app = create_app()
 )
 @serve.ingress(app)
 class Ingress:
-    """The replica that serves HTTP; it holds a handle to each modality deployment."""
+    """The replica that serves HTTP; it holds a handle to each modality deployment.
 
-    def __init__(self, settings: dict[str, Any], **handles: DeploymentHandle) -> None:
-        config = Settings.from_dict(settings)
-        store = open_store(config.redis_url, config.data_path)
-        artifacts = open_artifacts(config.s3_bucket, config.s3_endpoint_url, config.data_path)
-        workflows = WorkflowStore(store, artifacts)
-        scheduler_handle = scheduler_actor(config.scheduler_config(), store)
+    `args` are the settings without their secrets (`Settings.public_args`): the replica loads its
+    settings from them and from its own environment, which alone holds the secrets. It gets or
+    makes the scheduler and the workflow executor, handing each its config (a redeploy's new one
+    to actors that outlived the old deployment) and where the stores are, never an opened store.
+    """
+
+    def __init__(self, args: dict[str, Any], **handles: DeploymentHandle) -> None:
+        settings = Settings.load(args)
+        stores = settings.stores()
+        store = stores.state()
+        workflows = WorkflowStore(store, stores.artifacts())
+        scheduler_handle = scheduler_actor(settings.scheduler_config(), stores.state)
         app_name = serve.get_replica_context().replica_id.deployment_id.app_name
-        executor_config = {
-            **config.workflows,
-            "app_name": app_name,
-            "cost_models": config.scheduler.get("cost_models", {}),
-        }
-        executor = executor_actor(workflows, scheduler_handle, executor_config)
-        platform = Platform(config, handles, SchedulerClient(scheduler_handle), store, workflows, executor, app_name)
-        set_platform(platform)
+        executor = executor_actor(stores, scheduler_handle, settings.executor_config(app_name))
+        scheduler = SchedulerClient(scheduler_handle, settings.scheduler.lease_s)
+        set_platform(Platform(settings, handles, scheduler, store, workflows, executor, app_name))
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
-    """The whole application: the ingress and the five modality deployments.
+    """The whole application: the ingress and a deployment per modality.
 
     `serve_config.yaml` names this builder; its `args` are the settings' app args (see README).
+    Serve keeps every argument bound here in clear, so none is secret: each deployment gets its
+    typed config and where the stores are, and reads its secrets from its own environment.
     """
-    settings = Settings.load(args)
+    settings = Settings.read(args)
     options = settings.deployment_options
     # The modality replicas read an admin's arrangement of their backends from the state store.
-    store = open_store(settings.redis_url, settings.data_path)
+    open_store = settings.stores().state
     handles = {
         service: modality_deployment(service)
         .options(**options.get(service, {}))
-        .bind(service, settings.services[service], store)
+        .bind(settings.service_config(service), open_store)
         for service in SERVICES
     }
     ingress: Any = Ingress  # a serve.Deployment once decorated; mypy sees the class
-    return ingress.options(**options.get("ingress", {})).bind(settings.to_dict(), **handles)
+    return ingress.options(**options.get("ingress", {})).bind(settings.public_args(), **handles)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from deployments.types import SERVICES
+from modalities import SERVICES
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from serve_app.settings import Settings, SettingsError
 
 
 def token(args: argparse.Namespace) -> int:
-    settings = Settings.load()
-    if settings.jwt_public_key and not settings.jwt_secret:
+    secret = Settings.read().signing_secret()
+    if not secret:
         print("the platform verifies RS256 tokens: sign them with your private key", file=sys.stderr)
         return 2
-    print(issue_token(settings.jwt_secret, tenant=args.tenant, sub=args.sub, role=args.role, ttl_s=args.ttl))
+    print(issue_token(secret, tenant=args.tenant, sub=args.sub, role=args.role, ttl_s=args.ttl))
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,12 +18,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dag.errors import DagError
-from deployments.types import ModelError
-from scheduler.errors import SchedulerError
-
-# The errors of the packages below the ingress: each carries `code`, `status`, `message`, `details`.
-DOMAIN_ERRORS = (ModelError, SchedulerError, DagError)
+from common.errors import PlatformError, causes, unwrap
 
 # A replica or actor that died mid-call, cannot be reached, or has no room (Serve replaces and
 # scales them): the same call can succeed in a moment, so these are a 503, not a 500.
@@ -67,8 +63,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ApiError(Exception):
-    """An error the ingress answers with, carrying its HTTP status and stable `code`."""
+class ApiError(PlatformError):
+    """An error of the ingress itself (a missing model, a forbidden action): each call names its
+    HTTP status and stable `code`."""
 
     def __init__(
         self,
@@ -78,12 +75,15 @@ class ApiError(Exception):
         details: list[dict[str, Any]] | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or []
-        self.retry_after = retry_after
+        super().__init__(message, details, code=code, status=status, retry_after_s=retry_after)
+
+
+class ServiceUnavailable(PlatformError):
+    """A replica or actor died mid-call, cannot be reached, or has no room: try again in a moment."""
+
+    code = "service_unavailable"
+    status = 503
+    retryable = True
 
 
 def not_found(what: str) -> ApiError:
@@ -104,45 +104,42 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def api_error_of(exc: BaseException) -> ApiError | None:
-    """The HTTP error for a domain error or an unavailable replica, whether Ray hands it over as is
-    or wrapped; else None."""
-    current: BaseException | None = exc
-    for _ in range(5):
-        if current is None:
-            return None
-        if isinstance(current, ApiError):
-            return current
-        if isinstance(current, DOMAIN_ERRORS):
-            retry_after = getattr(current, "retry_after_s", None)
-            if retry_after is None and current.status == 503:
-                retry_after = UNAVAILABLE_RETRY_AFTER_S
-            return ApiError(current.status, current.code, current.message, current.details, retry_after)
-        if isinstance(current, UNAVAILABLE_ERRORS):
-            message = "the replica serving this call failed or is busy; try again"
-            return ApiError(503, "service_unavailable", message, retry_after=UNAVAILABLE_RETRY_AFTER_S)
-        cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
-        current = cause if isinstance(cause, BaseException) else current.__cause__
-    return None
+def http_error_of(exc: BaseException) -> PlatformError | None:
+    """The error the ingress answers `exc` with, however Ray wrapped it: a platform error, or a 503
+    for an unavailable replica; None for anything else (a bug)."""
+    error = unwrap(exc)
+    if error is None and any(isinstance(link, UNAVAILABLE_ERRORS) for link in causes(exc)):
+        message = "the replica serving this call failed or is busy; try again"
+        error = ServiceUnavailable(message, retry_after_s=UNAVAILABLE_RETRY_AFTER_S)
+    return error
+
+
+# pydantic names the member of a union that failed in the error's location (`input.constrained-str`,
+# `input.list[constrained-str]`, `tools.0.function-after[...]`): not a field the client sent.
+UNION_MEMBER = re.compile(r"^([a-z]+-[a-z-]+(\[.*\])?|[a-z]+\[.*\]|str|int|float|bool|dict|list|none)$")
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "header") and not (isinstance(p, str) and UNION_MEMBER.match(p))
+    ]
     return ".".join(parts) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def known_error(_: Request, exc: Exception) -> JSONResponse:
-        api_error = api_error_of(exc)
-        if api_error is None:
+        error = http_error_of(exc)
+        if error is None:
             log.exception("unhandled error", exc_info=exc)
             return error_response(500, "internal_error", "the server failed; this is a bug, and it has been logged")
-        return error_response(
-            api_error.status, api_error.code, api_error.message, api_error.details, api_error.retry_after
-        )
+        retry_after = error.retry_after_s
+        if retry_after is None and error.status == 503:
+            retry_after = UNAVAILABLE_RETRY_AFTER_S
+        return error_response(error.status, error.code, error.message, error.details, retry_after)
 
-    for known in (ApiError, *DOMAIN_ERRORS):
-        app.add_exception_handler(known, known_error)
+    app.add_exception_handler(PlatformError, known_error)
     # Errors that reach this far unconverted (a wrapped domain error from a replica, or a bug).
     app.add_exception_handler(Exception, known_error)
 

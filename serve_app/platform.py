@@ -17,18 +17,21 @@ from typing import Any
 
 from fastapi import Request
 
-from dag.metering import Meter, MeteredCall, UsageLedger, requested_usage, used
 from dag.records import WorkflowStore
-from deployments.transport import handle_for
-from deployments.types import SERVICES, LLMChunk
+from deployments.types import LLMChunk, LLMRequest
+from modalities import SERVICES, cost_models
+from modalities.llm import MAX_TOKENS_CONTEXT
+from modalities.metering import Meter, MeteredCall, UsageLedger, requested_usage, used
+from modalities.transport import handle_for
 from scheduler.client import SchedulerClient
-from scheduler.costs import CostModels, Usage
+from scheduler.costs import Usage
 from serve_app.auth import Principal, TokenVerifier, bearer_token
 from serve_app.capacity import follow_capacity
-from serve_app.errors import ApiError, api_error_of
+from serve_app.errors import ApiError, http_error_of
 from serve_app.keys import PREFIX as API_KEY_PREFIX
 from serve_app.keys import ApiKeys
 from serve_app.settings import Settings
+from serve_app.signed_urls import UrlSigner
 from state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -56,10 +59,11 @@ class Platform:
         self.store = store
         self.workflows = workflows
         self.executor = executor
-        self.costs = CostModels.from_config(settings.scheduler.get("cost_models", {}))
+        self.costs = cost_models(settings.scheduler.cost_models)
         self.meter = Meter(scheduler, self.costs, UsageLedger(store))
         self.verifier = TokenVerifier(settings.jwt_verify_key, settings.jwt_algorithm)
         self.keys = ApiKeys(store, settings.api_key_secret)
+        self.url_signer = UrlSigner(settings.api_key_secret)
         self._status: dict[str, tuple[float, dict[str, Any]]] = {}
         self._background: list[asyncio.Task[None]] = []
         self.app_name = app_name
@@ -69,6 +73,12 @@ class Platform:
         if not self._background and self.app_name:
             loop = asyncio.get_running_loop()
             self._background.append(loop.create_task(follow_capacity(self, self.app_name)))
+
+    @property
+    def params_context(self) -> dict[str, Any]:
+        """The validation context of modality params: the limits this deployment sets
+        (`modalities.llm.LLMParams` reads the model's `max_tokens` limit from it)."""
+        return {MAX_TOKENS_CONTEXT: self.settings.llm_max_tokens}
 
     # -------------------------------------------------------------- auth
 
@@ -123,28 +133,17 @@ class Platform:
                 return service
         raise ApiError(404, "model_not_found", f"the model {name!r} does not exist; GET /v1/models lists the models")
 
-    async def serving_model(self, service: str) -> str:
-        """The model name of the first ready backend, for the `model` field of responses."""
-        status = await self.status(service)
-        for backend in status.get("backends", []):
-            if backend.get("ready"):
-                return str(backend["model"])
-        return service
-
     async def executor_call(self, method: str, *args: Any) -> Any:
         """A call on the workflow executor, with its errors (409 and so on) as HTTP errors."""
         try:
             return await getattr(self.executor, method).remote(*args)
         except Exception as exc:
-            api_error = api_error_of(exc)
-            if api_error is None:
+            error = http_error_of(exc)
+            if error is None:
                 raise
-            raise api_error from None
+            raise error from None
 
     # -------------------------------------------------------------- calls
-
-    def estimate(self, service: str, request: Any) -> float:
-        return self.costs.estimate(service, requested_usage(request))
 
     @asynccontextmanager
     async def admitted(self, service: str, request: Any, principal: Principal) -> AsyncIterator[MeteredCall]:
@@ -154,8 +153,8 @@ class Platform:
         wait their turn in a busy service's fair queue, but at most `interactive_max_wait_s`: then
         503 with Retry-After, rather than a request that hangs until the client gives up.
         """
-        estimate = self.estimate(service, request)
-        max_wait_s = self.settings.interactive_max_wait_s
+        estimate = self.meter.estimate(service, request)
+        max_wait_s = self.settings.scheduler.interactive_max_wait_s
         try:
             async with self.meter.admitted(
                 service, principal.tenant, estimate, wait=False, max_wait_s=max_wait_s
@@ -165,28 +164,37 @@ class Platform:
                     "model call",
                     extra={"tenant": principal.tenant, "service": service, "cost": call.admission.actual_cost},
                 )
-        except ApiError:
-            raise
         except Exception as exc:
-            api_error = api_error_of(exc)
-            if api_error is None:
+            error = http_error_of(exc)
+            if error is None or error is exc:
                 raise
-            raise api_error from exc
+            raise error from exc
 
     async def call(self, service: str, request: Any, principal: Principal) -> Any:
         """One interactive model call, charged what it used."""
         async with self.admitted(service, request, principal) as call:
             result = await handle_for(self.handles[service], request).run.remote(request)
-            self.meter.charge(call, used(request, result))
+            self.meter.charge(call, used(service, request, result))
             return result
 
-    async def stream(self, service: str, request: Any, principal: Principal) -> AsyncIterator[Any]:
-        """A streamed interactive call; the grant is held until the stream ends."""
+    async def stream(self, service: str, request: LLMRequest, principal: Principal) -> AsyncIterator[LLMChunk]:
+        """A streamed interactive call (`llm`); the grant is held until the stream ends.
+
+        A client that leaves mid-stream is charged what was generated until then: the engines
+        stream a token a chunk, and the prompt as its estimate from its length.
+        """
         async with self.admitted(service, request, principal) as call:
             handle = handle_for(self.handles[service], request).options(stream=True)
-            async for chunk in handle.stream.remote(request):
-                if isinstance(chunk, LLMChunk) and chunk.finish_reason is not None:
-                    self.meter.charge(
-                        call, Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
-                    )
-                yield chunk
+            prompt = requested_usage(service, request)
+            generated = 0
+            try:
+                async for chunk in handle.stream.remote(request):
+                    generated += bool(chunk.text)
+                    if chunk.finish_reason is not None:
+                        self.meter.charge(
+                            call, Usage(prompt_tokens=chunk.prompt_tokens, output_tokens=chunk.completion_tokens)
+                        )
+                    yield chunk
+            finally:
+                if call.usage is None:
+                    self.meter.charge(call, Usage(characters=prompt.characters, output_tokens=generated))

@@ -1,93 +1,369 @@
-"""The platform's one settings object, read from the environment and the Serve app's args.
+"""The platform's one settings object, read by pydantic-settings from the Serve app's args and the
+environment (prefix `LABUBU_`).
 
-Nothing else in the project reads `os.environ`: the app builder makes a `Settings`, and every
-deployment gets the part it needs as its constructor arguments.
+Settings take one of two routes, by whether they are secret:
+
+- Settings that are not come from the application's `args` in the Serve config (or
+  `build_app(args)`); a `LABUBU_<NAME>` environment variable wins over the arg of the same name.
+- Secrets come only from the environment of the process that uses them: `LABUBU_JWT_SECRET`,
+  `LABUBU_JWT_PUBLIC_KEY`, `LABUBU_API_KEY_SECRET`, `LABUBU_REDIS_URL` (its URL holds the Redis
+  password), and the keys the SDKs read themselves (`GEMINI_API_KEY` or `GOOGLE_API_KEY` for
+  google-genai, `GOOGLE_APPLICATION_CREDENTIALS` for Google Cloud, boto3's chain for S3).
+
+Serve stores an application's args and each deployment's arguments in clear, in the GCS (Redis
+under KubeRay), and shows the args in `serve status` and the dashboard; Ray stores an actor's
+arguments the same way. So a secret in the args is refused, and nothing this module hands on
+holds one: the builder gives the ingress `public_args()`, each modality deployment its
+`service_config()`, the actors `scheduler_config()` and `executor_config()`, and all of them
+`stores()`, with which each process opens the stores from its own environment.
 """
 
 from __future__ import annotations
 
-import copy
+import contextvars
+import dataclasses
 import hashlib
 import hmac
+import logging
 import os
+import re
 import secrets
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from deployments.registry import backend_names
-from deployments.types import SERVICES
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
-# The CPU defaults: what runs on a laptop with no network. The image modalities default to the
-# hub models; `LABUBU_IMAGE_BACKENDS=tiny-random` selects the random-weight test fixtures instead.
-DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
-    "llm": {"backends": [{"name": "llama_cpp"}], "concurrency": 1, "timeout_s": 300},
-    "stt": {"backends": [{"name": "faster_whisper"}], "concurrency": 1, "timeout_s": 300},
-    "tts": {"backends": [{"name": "piper"}], "concurrency": 1, "timeout_s": 300},
-    "pic2text": {"backends": [{"name": "blip"}], "concurrency": 1, "timeout_s": 300},
-    "text2pic": {"backends": [{"name": "stable_diffusion"}], "concurrency": 1, "timeout_s": 600},
-    "embed": {"backends": [{"name": "minilm"}], "concurrency": 1, "timeout_s": 120},
-}
-IMAGE_SERVICES = ("pic2text", "text2pic")
-IMAGE_BACKEND_MODES = ("hub", "tiny-random")
+from dag.config import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_S, DEFAULT_RETRIES, ExecutorConfig
+from deployments.config import DEFAULT_COOLDOWN_S, DEFAULT_FAILURE_THRESHOLD, BackendSpec, ServiceConfig
+from modalities import MODALITIES, cost_models
+from scheduler.errors import SchedulerError
+from scheduler.settings import DEFAULT_LEASE_S, SchedulerConfig, ServiceLimits, TenantSettings
+from state.artifacts import ArtifactStore, open_artifacts
+from state.store import StateStore, open_store
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+ENV_PREFIX = "LABUBU_"
+# Settings that only the environment may give: the JWT keys, the API-key secret, and the Redis URL,
+# whose password it holds.
+ENV_ONLY = ("jwt_secret", "jwt_public_key", "api_key_secret", "redis_url")
+# Backend options that are credentials: the providers' SDKs read them from the replica's environment.
+SECRET_OPTION = re.compile(r"(^|_)(api_key|password|secret|token|credentials)$", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
     """A setting that cannot be used; raised at start-up, before anything serves."""
 
 
-@dataclass
-class Settings:
-    """Everything configurable, with the defaults that run on one machine."""
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BackendSettings(_Section):
+    """One backend of a service's failover list: its name in the descriptor, and its options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_credentials(cls, options: dict[str, Any]) -> dict[str, Any]:
+        found = sorted(key for key in _keys(options) if SECRET_OPTION.search(key))
+        if found:
+            raise ValueError(
+                f"{found} cannot be backend options: Serve stores and shows the app's args in clear. Put "
+                "credentials in the environment of every Ray node (from a Kubernetes Secret under KubeRay): "
+                "GEMINI_API_KEY or GOOGLE_API_KEY for gemini and veo, ARK_API_KEY for the Volcengine Ark "
+                "backends, GOOGLE_APPLICATION_CREDENTIALS (or the `credentials_file` option, a path) for "
+                "google_speech and google_tts"
+            )
+        return options
+
+
+def _keys(options: Mapping[str, Any]) -> Iterator[str]:
+    for key, value in options.items():
+        yield str(key)
+        if isinstance(value, Mapping):
+            yield from _keys(value)
+
+
+class ServiceSettings(_Section):
+    """A service's section: its backends in failover order and how the chain treats them.
+
+    Unset, `backends` and `timeout_s` are the modality's (its descriptor in `modalities/`), and the
+    rest the chain's (`deployments.config.ServiceConfig`).
+    """
+
+    backends: tuple[BackendSettings, ...] = Field(min_length=1)
+    timeout_s: float = Field(gt=0)
+    concurrency: int = Field(default=ServiceConfig.concurrency, ge=1)  # the dataclass's default
+    failure_threshold: int = Field(default=DEFAULT_FAILURE_THRESHOLD, ge=1)
+    cooldown_s: float = Field(default=DEFAULT_COOLDOWN_S, ge=0)
+
+
+class ServiceQuota(_Section):
+    """What a service takes whoever asks (a cloud provider's quota); unset fields are
+    `scheduler.settings.ServiceLimits`' defaults."""
+
+    rate_per_s: float | None = Field(default=None, ge=0)
+    burst: float | None = Field(default=None, ge=0)
+    max_queued: int | None = Field(default=None, ge=0)
+
+
+class SchedulerSettings(_Section):
+    """The fair-share scheduler: see `scheduler.settings` for the meaning of each field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    tenant_defaults: TenantSettings = Field(default_factory=TenantSettings)
+    lease_s: float = Field(default=DEFAULT_LEASE_S, gt=0)
+    # How long an interactive call may wait in a service's queue before it is answered 503.
+    interactive_max_wait_s: float = Field(default=30.0, gt=0)
+    limits: dict[str, ServiceQuota] = Field(default_factory=dict)
+    # Per service, the cost formula that replaces the modality's own (scheduler/costs.py).
+    cost_models: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("tenant_defaults", mode="before")
+    @classmethod
+    def _tenant_defaults(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            try:
+                return TenantSettings.from_dict(value)
+            except SchedulerError as exc:
+                raise ValueError(f"{exc}: {exc.details}") from None
+        return value
+
+    @field_validator("cost_models")
+    @classmethod
+    def _cost_models(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        try:
+            cost_models(value)
+        except SchedulerError as exc:
+            raise ValueError(f"{exc}: {exc.details}") from None
+        return value
+
+
+class WorkflowSettings(_Section):
+    """The workflow executor: per-node retries of retryable errors, with exponential backoff."""
+
+    retries: int = Field(default=DEFAULT_RETRIES, ge=0)
+    backoff_s: float = Field(default=DEFAULT_BACKOFF_S, ge=0)
+    backoff_max_s: float = Field(default=DEFAULT_BACKOFF_MAX_S, ge=0)
+
+
+# The environment `Settings.read` was given in place of the process's own (tests).
+_given_env: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("given_env", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """The process's environment, or the mapping `Settings.read(env=...)` was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _given_env.get()
+        if env is None:
+            return super()._load_env_vars()
+        return parse_env_vars(env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the defaults that run on one machine; see the module docstring.
+
+    Make one with `Settings.load` (the ingress: secrets resolved) or `Settings.read` (anything that
+    needs no secret, such as the app builder: nothing is written).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     data_dir: str = "~/.labubu"
-    jwt_secret: str = ""
-    jwt_public_key: str = ""
-    # Keys the hashes of API keys (serve_app/keys.py); every ingress replica must have the same.
-    api_key_secret: str = ""
-    max_body_bytes: int = 25 * MiB
+    max_body_bytes: int = Field(default=25 * MiB, ge=1)
     # A request body must arrive in full within this many seconds of its first byte being asked
     # for (408 otherwise): a client that trickles a body cannot hold a request slot for long.
-    body_timeout_s: float = 60.0
+    body_timeout_s: float = Field(default=60.0, gt=0)
     # An event stream (SSE) ends after this long; its client resumes with Last-Event-ID.
-    events_max_s: float = 600.0
-    llm_max_tokens: int = 4096
-    image_backends: str = "hub"
-    redis_url: str = ""
+    events_max_s: float = Field(default=600.0, gt=0)
+    llm_max_tokens: int = Field(default=4096, ge=1)
+    # `tiny-random` serves every modality that has offline fixtures with them (its `offline_backends`).
+    image_backends: Literal["hub", "tiny-random"] = "hub"
     s3_bucket: str = ""
     s3_endpoint_url: str = ""
-    max_nodes: int = 64
-    # The workflow executor: `retries` per node for retryable errors, `backoff_s`, `backoff_max_s`.
-    workflows: dict[str, Any] = field(default_factory=dict)
-    services: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_SERVICES))
-    # The fair-share scheduler: `tenant_defaults` (weight, max_concurrency, rate_per_s, burst,
-    # max_queued), `lease_s`, `interactive_max_wait_s`, per-service `limits` ({rate_per_s, burst,
-    # max_queued}: a cloud provider's quota) and `cost_models` (see scheduler/costs.py).
-    scheduler: dict[str, Any] = field(default_factory=dict)
+    max_nodes: int = Field(default=64, ge=1)
+    workflows: WorkflowSettings = WorkflowSettings()
+    # Every modality's section, filled in from its descriptor (see `_services`).
+    services: dict[str, ServiceSettings] = Field(default_factory=dict)
+    scheduler: SchedulerSettings = SchedulerSettings()
     # Serve options per deployment for programmatic use (tests, benchmarks, `serve.run`); a Serve
     # config file sets them in its own `deployments:` section instead.
-    deployment_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deployment_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @property
-    def interactive_max_wait_s(self) -> float:
-        """How long an interactive call may wait in a service's queue before it is answered 503."""
-        return float(self.scheduler.get("interactive_max_wait_s", 30.0))
+    # From the environment only (`ENV_ONLY`); never dumped, so never handed on.
+    jwt_secret: str = Field(default="", exclude=True, repr=False)
+    jwt_public_key: str = Field(default="", exclude=True, repr=False)
+    # Keys the hashes of API keys (serve_app/keys.py); every ingress replica must have the same.
+    api_key_secret: str = Field(default="", exclude=True, repr=False)
+    redis_url: str = Field(default="", exclude=True, repr=False)
 
-    def scheduler_config(self) -> dict[str, Any]:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment first: it wins over the app's args (the init kwargs).
+        return (_Environment(settings_cls), init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _services(cls, data: Any) -> Any:
+        """Every modality gets a section: its descriptor's defaults under what the config says."""
+        if not isinstance(data, dict):
+            return data
+        given = dict(data.get("services") or {})
+        unknown = sorted(set(given) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"unknown services {unknown}; known: {list(MODALITIES)}")
+        offline = data.get("image_backends") == "tiny-random"
+        services: dict[str, Any] = {}
+        for name, modality in MODALITIES.items():
+            section = given.get(name) or {}
+            if isinstance(section, BaseModel):
+                section = section.model_dump()
+            defaults = {"backends": [{"name": b} for b in modality.default_backends], "timeout_s": modality.timeout_s}
+            services[name] = {**defaults, **section}
+            if offline and modality.offline_backends:
+                # Named fixtures, chosen explicitly: never a silent stand-in for a configured model.
+                services[name]["backends"] = [{"name": b} for b in modality.offline_backends]
+        return {**data, "services": services}
+
+    @model_validator(mode="after")
+    def _known_names(self) -> Settings:
+        for service, section in self.services.items():
+            known = MODALITIES[service].backends
+            unknown = [b.name for b in section.backends if b.name not in known]
+            if unknown:
+                raise ValueError(f"unknown backends {unknown} for {service!r}; known: {sorted(known)}")
+        for name in ("limits", "cost_models"):
+            unknown = sorted(set(getattr(self.scheduler, name)) - set(MODALITIES))
+            if unknown:
+                raise ValueError(f"scheduler.{name} names unknown services {unknown}; known: {list(MODALITIES)}")
+        return self
+
+    # -------------------------------------------------------------- making one
+
+    @classmethod
+    def read(cls, args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the app's args and the environment (`env`, else the process's), which wins.
+
+        Raises `SettingsError` for a bad setting, and for a secret among the args.
+        """
+        args = dict(args or {})
+        secret = sorted(set(args) & set(ENV_ONLY))
+        if secret:
+            names = ", ".join(ENV_PREFIX + name.upper() for name in secret)
+            raise SettingsError(
+                f"{secret} cannot be app args: Serve stores and shows the app's args in clear. "
+                f"Set {names} in the environment of every Ray node instead (from a Kubernetes Secret under KubeRay)"
+            )
+        token = _given_env.set(env)
+        try:
+            return cls(**args)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg'].removeprefix('Value error, ')}"
+                for error in exc.errors()
+            )
+            raise SettingsError(problems) from None
+        finally:
+            _given_env.reset(token)
+
+    @classmethod
+    def load(cls, args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """`read`, with the secrets that were not given made or derived (see `with_secrets`)."""
+        return cls.read(args, env).with_secrets()
+
+    def with_secrets(self) -> Settings:
+        """These settings with a JWT secret and an API-key secret, where the environment gave none.
+
+        Without `LABUBU_JWT_SECRET` (or a public key), a secret made once in the data directory: a
+        single machine needs no configuration. Without `LABUBU_API_KEY_SECRET`, one derived from the
+        JWT secret (a warning: rotating the JWT secret then invalidates every API key), or with
+        RS256, made once in the data directory.
+        """
+        jwt_secret, api_key_secret = self.signing_secret(), self.api_key_secret
+        if not api_key_secret:
+            if jwt_secret:
+                log.warning(
+                    "LABUBU_API_KEY_SECRET is not set: API keys are hashed with a key derived from the JWT "
+                    "secret, so rotating that secret invalidates every API key; give API keys a secret of their own"
+                )
+                # Domain-separated: neither secret reveals the other.
+                api_key_secret = hmac.new(jwt_secret.encode(), b"labubu api keys", hashlib.sha256).hexdigest()
+            else:
+                api_key_secret = local_secret(self.data_path, "api_key_secret")
+        return self.model_copy(update={"jwt_secret": jwt_secret, "api_key_secret": api_key_secret})
+
+    def signing_secret(self) -> str:
+        """The HS256 secret: `LABUBU_JWT_SECRET`, else the one made once in the data directory; ""
+        with RS256 (`LABUBU_JWT_PUBLIC_KEY`), whose tokens are signed elsewhere."""
+        if self.jwt_secret or self.jwt_public_key:
+            return self.jwt_secret
+        return local_secret(self.data_path, "jwt_secret")
+
+    # -------------------------------------------------------------- what is handed on
+
+    def public_args(self) -> dict[str, Any]:
+        """These settings as app args, without a secret: what the builder hands the ingress replicas,
+        which `load` them again with the secrets of their own environment."""
+        return self.model_dump(mode="json")
+
+    def service_config(self, service: str) -> ServiceConfig:
+        """The frozen config of one modality deployment."""
+        section = self.services[service]
+        paths = MODALITIES[service].backends
+        return ServiceConfig(
+            service=service,
+            backends=tuple(BackendSpec(b.name, paths[b.name], b.options) for b in section.backends),
+            timeout_s=section.timeout_s,
+            concurrency=section.concurrency,
+            failure_threshold=section.failure_threshold,
+            cooldown_s=section.cooldown_s,
+        )
+
+    def scheduler_config(self) -> SchedulerConfig:
         """The scheduler actor's config. Dispatch limits start at one replica's concurrency and then
         follow the deployments' running replicas (see serve_app/capacity.py)."""
-        limits = self.scheduler.get("limits", {})
-        return {
-            "services": {
-                service: {"dispatch_limit": int(section.get("concurrency", 1)), **limits.get(service, {})}
-                for service, section in self.services.items()
-            },
-            "tenant_defaults": self.scheduler.get("tenant_defaults", {}),
-            "lease_s": float(self.scheduler.get("lease_s", 30.0)),
+        limits = self.scheduler.limits
+        services = {
+            service: ServiceLimits(
+                section.concurrency,
+                **(limits[service].model_dump(exclude_none=True) if service in limits else {}),
+            )
+            for service, section in self.services.items()
         }
+        return SchedulerConfig(services, self.scheduler.tenant_defaults, self.scheduler.lease_s)
+
+    def executor_config(self, app_name: str) -> ExecutorConfig:
+        """The workflow executor's config, for the Serve application `app_name`."""
+        return ExecutorConfig(
+            app_name=app_name,
+            retries=self.workflows.retries,
+            backoff_s=self.workflows.backoff_s,
+            backoff_max_s=self.workflows.backoff_max_s,
+            cost_models=self.scheduler.cost_models,
+            lease_s=self.scheduler.lease_s,
+        )
+
+    def stores(self) -> StoreLocation:
+        return StoreLocation(self.data_dir, self.s3_bucket, self.s3_endpoint_url)
+
+    # -------------------------------------------------------------- derived
 
     @property
     def jwt_algorithm(self) -> str:
@@ -97,106 +373,34 @@ class Settings:
     def jwt_verify_key(self) -> str:
         return self.jwt_public_key or self.jwt_secret
 
-    @classmethod
-    def load(cls, args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-        """Settings from the app's args (the Serve config), then the environment, which wins."""
-        env = os.environ if env is None else env
-        args = dict(args or {})
-        settings = cls()
-        for name in (
-            "data_dir",
-            "max_body_bytes",
-            "body_timeout_s",
-            "events_max_s",
-            "llm_max_tokens",
-            "image_backends",
-            "redis_url",
-            "s3_bucket",
-            "s3_endpoint_url",
-            "max_nodes",
-        ):
-            if name in args:
-                setattr(settings, name, type(getattr(settings, name))(args[name]))
-        if "scheduler" in args:
-            settings.scheduler = dict(args["scheduler"])
-        if "workflows" in args:
-            settings.workflows = dict(args["workflows"])
-        if "deployment_options" in args:
-            settings.deployment_options = dict(args["deployment_options"])
-        for service, section in (args.get("services") or {}).items():
-            if service not in SERVICES:
-                raise SettingsError(f"unknown service {service!r} in the app's args; known: {list(SERVICES)}")
-            settings.services[service] = {**settings.services[service], **section}
-
-        if "LABUBU_DATA_DIR" in env:
-            settings.data_dir = env["LABUBU_DATA_DIR"]
-        if "LABUBU_MAX_BODY_BYTES" in env:
-            settings.max_body_bytes = int(env["LABUBU_MAX_BODY_BYTES"])
-        if "LABUBU_BODY_TIMEOUT_S" in env:
-            settings.body_timeout_s = float(env["LABUBU_BODY_TIMEOUT_S"])
-        if "LABUBU_EVENTS_MAX_S" in env:
-            settings.events_max_s = float(env["LABUBU_EVENTS_MAX_S"])
-        if "LABUBU_REDIS_URL" in env:
-            settings.redis_url = env["LABUBU_REDIS_URL"]
-        if "LABUBU_S3_BUCKET" in env:
-            settings.s3_bucket = env["LABUBU_S3_BUCKET"]
-        if "LABUBU_S3_ENDPOINT_URL" in env:
-            settings.s3_endpoint_url = env["LABUBU_S3_ENDPOINT_URL"]
-        if "LABUBU_IMAGE_BACKENDS" in env:
-            settings.image_backends = env["LABUBU_IMAGE_BACKENDS"]
-        settings.jwt_secret = env.get("LABUBU_JWT_SECRET", "")
-        settings.jwt_public_key = env.get("LABUBU_JWT_PUBLIC_KEY", "")
-        settings.api_key_secret = env.get("LABUBU_API_KEY_SECRET", "")
-
-        settings._apply_image_backends()
-        settings.validate()
-        if not settings.jwt_secret and not settings.jwt_public_key:
-            settings.jwt_secret = local_secret(settings.data_path, "jwt_secret")
-        if not settings.api_key_secret:
-            # Derived from the JWT secret, which every replica already shares, so that a cluster
-            # needs no second secret; domain-separated, so neither reveals the other.
-            settings.api_key_secret = (
-                hmac.new(settings.jwt_secret.encode(), b"labubu api keys", hashlib.sha256).hexdigest()
-                if settings.jwt_secret
-                else local_secret(settings.data_path, "api_key_secret")
-            )
-        return settings
-
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
 
-    def _apply_image_backends(self) -> None:
-        if self.image_backends not in IMAGE_BACKEND_MODES:
-            raise SettingsError(
-                f"LABUBU_IMAGE_BACKENDS must be one of {IMAGE_BACKEND_MODES}, not {self.image_backends!r}"
-            )
-        if self.image_backends == "tiny-random":
-            for service in IMAGE_SERVICES:
-                self.services[service] = {**self.services[service], "backends": [{"name": "tiny_random"}]}
 
-    def validate(self) -> None:
-        for service, section in self.services.items():
-            names = [spec.get("name") for spec in section.get("backends", [])]
-            if not names:
-                raise SettingsError(f"service {service!r} has no backends")
-            unknown = [n for n in names if n not in backend_names(service)]
-            if unknown:
-                raise SettingsError(f"unknown backends {unknown} for {service!r}; known: {backend_names(service)}")
-        if (
-            self.max_body_bytes < 1
-            or self.llm_max_tokens < 1
-            or not self.body_timeout_s > 0
-            or not self.events_max_s > 0
-        ):
-            raise SettingsError("max_body_bytes, body_timeout_s, events_max_s and llm_max_tokens must be positive")
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the platform's stores are, and nothing secret (a `dag.config.Stores`).
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    It travels to the modality replicas and the actors in place of opened stores (a `RedisStore`
+    pickles its URL, password included), and each of them opens the stores in its own process:
+    the Redis URL and the S3 credentials come from that process's environment.
+    """
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        return cls(**data)
+    data_dir: str
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+
+    def _settings(self) -> Settings:
+        return Settings.read(dataclasses.asdict(self))
+
+    def state(self) -> StateStore:
+        settings = self._settings()
+        return open_store(settings.redis_url, settings.data_path)
+
+    def artifacts(self) -> ArtifactStore:
+        settings = self._settings()
+        return open_artifacts(settings.s3_bucket, settings.s3_endpoint_url, settings.data_path)
 
 
 def local_secret(data_dir: Path, name: str) -> str:

@@ -11,11 +11,11 @@ import re
 import uuid
 from typing import Any
 
-from dag.compose import TEXT, VECTOR, Output, kind_of
 from dag.errors import InvalidWorkflow, WorkflowConflict
 from dag.records import UPLOADS, Status, WorkflowRecord, input_key, new_record, upload_key
 from dag.spec import WorkflowSubmission
 from dag.validate import plan_workflow
+from modalities.base import TEXT, VECTOR, Output, kind_of
 from serve_app.auth import Principal
 from serve_app.errors import ApiError
 from serve_app.platform import Platform
@@ -52,7 +52,12 @@ async def submit(platform: Platform, submission: WorkflowSubmission, principal: 
     """Validate, store and start a workflow (or task); its record, status `pending`."""
     check_tenant_field(submission.tenant_id, principal)
     uploads = await resolve_uploads(platform, submission, principal.tenant)
-    plan = plan_workflow(submission, resolve_upload=uploads.get, max_nodes=platform.settings.max_nodes)
+    plan = plan_workflow(
+        submission,
+        resolve_upload=uploads.get,
+        max_nodes=platform.settings.max_nodes,
+        params_context=platform.params_context,
+    )
     await platform.scheduler.call("check_room", principal.tenant)  # 429 when its queue is full
 
     prefix = "task" if kind == "task" else "wf"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.types import SERVICES
+from modalities import SERVICES
 from serve_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

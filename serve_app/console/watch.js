@@ -1,5 +1,5 @@
 // Watching a workflow (or a task) run: the graph coloured live from its event stream, the nodes'
-// attempts, timings and errors, the results (text, audio, images) and the actions on it.
+// attempts, timings and errors, its progress, the results (text, audio, images, videos) and the actions on it.
 
 import { api, apiBlob, followEvents } from "./api.js";
 import { loadSpec, recallSpec } from "./builder.js";
@@ -11,6 +11,7 @@ const EXTENSIONS = {
   "audio/wav": "wav",
   "image/png": "png",
   "image/jpeg": "jpg",
+  "video/mp4": "mp4",
   "application/json": "json",
 };
 const REFRESH_DELAY_MS = 250;
@@ -26,6 +27,7 @@ function normalise(kind, body) {
     attempts: body.attempts,
     error: body.error,
     output: body.output,
+    progress: body.progress,
   };
   return { ...body, id: body.task_id, name: `task: ${body.service}`, nodes: { task: node } };
 }
@@ -109,7 +111,7 @@ function render(w) {
         { dataset: { node: id } },
         h("td", {}, h("code", {}, id)),
         h("td", {}, n.service),
-        h("td", {}, statusBadge(n.status)),
+        h("td", {}, statusBadge(n.status), progressOf(n)),
         h("td", { class: "num", dataset: { label: "attempts" } }, String(n.attempts ?? "")),
         h("td", { dataset: { label: "started" } }, formatTime(n.started_at)),
         h("td", { dataset: { label: "finished" } }, formatTime(n.finished_at)),
@@ -119,6 +121,17 @@ function render(w) {
     }),
   );
   renderResults(w, order);
+}
+
+/** A long node's progress while it runs (a video's denoising steps, 0-100), as a bar and a percentage. */
+function progressOf(n) {
+  if (n.status !== "running" || n.progress === undefined || n.progress === null) return "";
+  return h(
+    "span",
+    { class: "progress" },
+    h("progress", { max: 100, value: n.progress, "aria-label": "progress" }),
+    ` ${n.progress}%`,
+  );
 }
 
 // ---------------------------------------------------------------- results
@@ -167,6 +180,9 @@ async function outputElement(blob, url, contentType) {
   const type = contentType.split(";")[0].trim();
   if (type.startsWith("audio/")) return h("audio", { controls: true, src: url, preload: "metadata" });
   if (type.startsWith("image/")) return h("img", { src: url, alt: "the node's image", class: "output-image" });
+  if (type.startsWith("video/")) {
+    return h("video", { controls: true, src: url, preload: "metadata", class: "output-video" });
+  }
   let text = await blob.text();
   if (type === "application/json") {
     // an embedding: a long list of numbers, shown shortened
@@ -197,6 +213,7 @@ function onEvent(w, event, id) {
     node.status = event.status;
     if (event.attempt) node.attempts = event.attempt;
     if (event.error) node.error = event.error;
+    if (event.progress !== undefined) node.progress = event.progress;
   } else if (event.type === "workflow") {
     w.view.status = event.status;
   }

@@ -1,108 +1,91 @@
-"""Model management (role `admin`): each service's backends with their live failover state, and
-their order and the disabled ones changed at run time (deployments/control.py)."""
+"""`GET /v1/models`: the served models in OpenAI's format, with each service's failover list and
+capabilities (`tools`, `json_schema`, `json_object`, `logprobs`, `vision`, `streaming`).
+
+A model entry's capabilities are its backend's; a service entry's are those of any of its ready
+backends (a request that needs one goes to a backend that has it), except `vision`: images go to
+the first ready backend when it sees them. The chat route captions images
+with `pic2text` for an LLM that does not see them: `vision` then says `"cascade:pic2text"`.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
 
-from deployments.control import Arrangement, aggregate, fresh_reports, load_arrangement, save_arrangement
+from deployments.types import JSON_OBJECT, JSON_SCHEMA, LOGPROBS, STREAMING, TOOLS, VISION
+from modalities import SERVICES
 from serve_app.auth import Principal
-from serve_app.deps import admin, get_platform
-from serve_app.errors import ERROR_RESPONSES, not_found
+from serve_app.deps import authenticated, get_platform
+from serve_app.errors import ERROR_RESPONSES
+from serve_app.openai_format import STARTED_AT
 from serve_app.platform import Platform
 
-router = APIRouter(prefix="/v1/admin/models", tags=["admin"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 
-BackendName = Annotated[str, Field(max_length=64)]
-BackendNames = Annotated[list[BackendName], Field(max_length=16)]
-
-
-class ArrangementIn(BaseModel):
-    """Either or both; an omitted one keeps its current value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backends: BackendNames | None = Field(
-        default=None, description="Failover order: these first, the service's other backends after them"
-    )
-    disabled: BackendNames | None = Field(default=None, description="Skipped by failover; [] enables all")
+REPORTED = (TOOLS, JSON_SCHEMA, JSON_OBJECT, LOGPROBS, VISION, STREAMING)
+# The service whose images another captions when none of its backends sees them (routes/chat.py).
+IMAGE_CASCADE = ("llm", "pic2text")
 
 
-class ReplicaView(BaseModel):
-    replica: str
-    status: str
-    reason: str | None
-    calls: int
-    failures: int
+def capabilities(names: Iterable[str], cascade: bool) -> dict[str, bool | str]:
+    """The reported capabilities of a backend (or a service) that declares `names`; none for a
+    backend that declares nothing (the other modalities)."""
+    declared = set(names)
+    if not declared:
+        return {}
+    reported: dict[str, bool | str] = {name: name in declared for name in REPORTED}
+    if not reported[VISION] and cascade:
+        reported[VISION] = f"cascade:{IMAGE_CASCADE[1]}"
+    return reported
 
 
-class BackendView(BaseModel):
-    name: str
-    model: str | None
-    status: Literal["ready", "failing", "cooling_down", "unavailable"] = Field(
-        description="The worst status of any replica"
-    )
-    reason: str | None
-    disabled: bool
-    calls: int = Field(description="Summed over the replicas")
-    failures: int = Field(description="Summed over the replicas")
-    replicas: list[ReplicaView]
-
-
-class ServiceModels(BaseModel):
-    service: str
-    replicas: int = Field(description="Replicas that reported in the last seconds")
-    backends: list[BackendView] = Field(description="In failover order")
-
-
-class ModelsView(BaseModel):
-    services: dict[str, ServiceModels]
-
-
-def configured_backends(platform: Platform, service: str) -> list[str]:
-    return [spec["name"] for spec in platform.settings.services[service]["backends"]]
-
-
-def service_view(platform: Platform, service: str) -> dict[str, Any]:
-    reports = fresh_reports(platform.store, service, time.time())
-    arrangement = load_arrangement(platform.store, service)
-    backends = aggregate(configured_backends(platform, service), arrangement, reports)
-    return {"service": service, "replicas": len(reports), "backends": backends}
-
-
-@router.get("", response_model=ModelsView, summary="Each service's backends in failover order, with their live state")
-def list_models(principal: Principal = Depends(admin), platform: Platform = Depends(get_platform)) -> JSONResponse:
-    return JSONResponse(
-        {"services": {service: service_view(platform, service) for service in platform.settings.services}}
-    )
-
-
-@router.put(
-    "/{service}",
-    response_model=ServiceModels,
-    summary="Reorder or disable a service's backends at once, on every replica; stored durably",
-)
-def arrange_models(
-    service: Annotated[str, Path(description="A service, e.g. `llm`", max_length=64)],
-    body: ArrangementIn,
-    principal: Principal = Depends(admin),
+@router.get("/models", summary="The served models (OpenAI format)")
+async def models(
+    principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    service = service.lower()
-    if service not in platform.settings.services:
-        raise not_found(f"service {service!r}")
-    configured = configured_backends(platform, service)
-    current = (load_arrangement(platform.store, service) or Arrangement(())).within(configured)
-    arrangement = Arrangement.of(
-        configured,
-        current.backends if body.backends is None else body.backends,
-        sorted(current.disabled) if body.disabled is None else body.disabled,
-    )
-    save_arrangement(platform.store, service, arrangement)
-    platform.forget_status(service)  # `/v1/models` names the serving backend from it
-    return JSONResponse(service_view(platform, service))
+) -> Response:
+    data: list[dict[str, Any]] = []
+    statuses = await platform.all_status()
+    captions_ready = bool(statuses.get(IMAGE_CASCADE[1], {}).get("ready"))
+    for service in SERVICES:
+        status = statuses[service]
+        backends = status.get("backends", [])
+        serving = next((b for b in backends if b.get("ready")), None)
+        cascade = service == IMAGE_CASCADE[0] and captions_ready
+        # Images go to the serving backend when it sees them, else through the cascade (routes/chat.py).
+        serving_sees = serving is not None and VISION in serving.get("capabilities", [])
+        ready_capabilities = [
+            c for b in backends if b.get("ready") for c in b.get("capabilities", []) if c != VISION or serving_sees
+        ]
+        data.append(
+            {
+                "id": service,
+                "object": "model",
+                "created": STARTED_AT,
+                "owned_by": "labubu",
+                "service": service,
+                "ready": bool(status.get("ready")),
+                "backend": serving["name"] if serving else None,
+                "model": serving["model"] if serving else None,
+                "backends": [{k: b[k] for k in ("name", "model", "ready", "reason")} for b in backends],
+                "capabilities": capabilities(ready_capabilities, cascade),
+            }
+        )
+        for backend in backends:
+            data.append(
+                {
+                    "id": backend["model"],
+                    "object": "model",
+                    "created": STARTED_AT,
+                    "owned_by": backend["name"],
+                    "service": service,
+                    "backend": backend["name"],
+                    "ready": backend["ready"],
+                    "voices": backend.get("voices", []),
+                    "capabilities": capabilities(backend.get("capabilities", []), cascade),
+                }
+            )
+    return JSONResponse({"object": "list", "data": data})

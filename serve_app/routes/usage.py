@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from dag.metering import read_usage
-from deployments.types import SERVICES
+from modalities import SERVICES
+from modalities.metering import read_usage
 from serve_app.auth import Principal, valid_tenant
 from serve_app.deps import admin, authenticated, get_platform
 from serve_app.errors import ERROR_RESPONSES, ApiError

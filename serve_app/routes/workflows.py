@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -30,7 +31,6 @@ UPLOAD_TYPES = {"audio/wav", "audio/x-wav", "image/png", "image/jpeg", "text/pla
 # Event ids are 64-bit integers in the stores: a larger one cannot name an event.
 MAX_EVENT_ID = 2**63 - 1
 PING_INTERVAL_S = 15.0
-POLL_INTERVAL_S = 0.25
 FINAL = {Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value}
 
 
@@ -50,32 +50,35 @@ async def event_stream(platform: Platform, record: WorkflowRecord, after: int) -
     or after `events_max_s` (a workflow that waits for hours, a client that never leaves), when the
     client resumes with Last-Event-ID."""
     store = platform.workflows
+    clock = asyncio.get_running_loop().time
     last = after
     previous = await asyncio.to_thread(store.state.read, record.key, after - 1, 1) if after > 0 else []
     last_data: dict[str, Any] | None = previous[0].data if previous else None
-    idle_s = 0.0
-    deadline = asyncio.get_running_loop().time() + platform.settings.events_max_s
+    deadline = clock() + platform.settings.events_max_s
+    ping_at = clock() + PING_INTERVAL_S
+    events = await asyncio.to_thread(store.state.read, record.key, last, 500)
     while True:
-        events = await asyncio.to_thread(store.state.read, record.key, last, 500)
         for event in events:
             yield f"id: {event.id}\ndata: {json.dumps(event.data)}\n\n"
             last, last_data = event.id, event.data
         if events:
-            idle_s = 0.0
-            continue
-        if last_data and last_data.get("type") == "workflow" and last_data.get("status") in FINAL:
-            current = await asyncio.to_thread(store.find, record.key)
-            if current is None or current.status.final:
+            ping_at = clock() + PING_INTERVAL_S
+        else:
+            if last_data and last_data.get("type") == "workflow" and last_data.get("status") in FINAL:
+                current = await asyncio.to_thread(store.find, record.key)
+                if current is None or current.status.final:
+                    return
+            if await asyncio.to_thread(store.find, record.key) is None:
+                return  # deleted while we watched
+            if clock() >= deadline:
                 return
-        if await asyncio.to_thread(store.find, record.key) is None:
-            return  # deleted while we watched
-        if asyncio.get_running_loop().time() >= deadline:
-            return
-        await asyncio.sleep(POLL_INTERVAL_S)
-        idle_s += POLL_INTERVAL_S
-        if idle_s >= PING_INTERVAL_S:
-            idle_s = 0.0
-            yield ": ping\n\n"
+            if clock() >= ping_at:
+                ping_at = clock() + PING_INTERVAL_S
+                yield ": ping\n\n"
+        # After events, look again at once (the final one may have come); else sleep until the next
+        # append wakes us (no polling), or a ping or the deadline is due.
+        wait_s = 0.0 if events else max(0.0, min(deadline, ping_at) - clock())
+        events = await store.state.next_events(record.key, last, wait_s, 500)
 
 
 def events_response(
@@ -117,9 +120,21 @@ async def act(platform: Platform, principal: Principal, workflow_id: str, kind: 
     return record if method == "delete" else await load(platform, principal, workflow_id, kind)
 
 
-def page(records: list[WorkflowRecord], status: str | None, limit: int, offset: int, view: Any) -> dict[str, Any]:
-    chosen = [r for r in records if status is None or r.data["status"] == status]
-    return {"items": [view(r) for r in chosen[offset : offset + limit]], "total": len(chosen)}
+async def page(
+    platform: Platform,
+    principal: Principal,
+    kind: str,
+    view: Callable[[WorkflowRecord], dict[str, Any]],
+    status: str | None,
+    limit: int,
+    offset: int,
+    service: str | None = None,
+) -> dict[str, Any]:
+    """One page of the tenant's workflows or tasks, newest first, read from the store's indexes."""
+    records, total = await asyncio.to_thread(
+        platform.workflows.page, principal.tenant, kind, status, service, offset, limit
+    )
+    return {"items": [view(r) for r in records], "total": total}
 
 
 # ---------------------------------------------------------------- workflows
@@ -144,8 +159,8 @@ async def list_workflows(
     principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    records = await asyncio.to_thread(platform.workflows.of_tenant, principal.tenant, "workflow")
-    return JSONResponse(page(records, status, limit, offset, lambda r: r.public(with_nodes=False)))
+    summary = partial(WorkflowRecord.public, with_nodes=False)
+    return JSONResponse(await page(platform, principal, "workflow", summary, status, limit, offset))
 
 
 @router.get("/workflows/{workflow_id}", summary="A workflow with its nodes")
@@ -225,10 +240,10 @@ async def list_tasks(
     principal: Principal = Depends(authenticated),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    records = await asyncio.to_thread(platform.workflows.of_tenant, principal.tenant, "task")
-    if service is not None:
-        records = [r for r in records if r.public_task()["service"] == service.lower()]
-    return JSONResponse(page(records, status, limit, offset, WorkflowRecord.public_task))
+    service = service.lower() if service is not None else None
+    return JSONResponse(
+        await page(platform, principal, "task", WorkflowRecord.public_task, status, limit, offset, service)
+    )
 
 
 @router.get("/tasks/{task_id}", summary="A task")

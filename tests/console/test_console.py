@@ -305,6 +305,35 @@ def test_reconnects_with_last_event_id(page: Page, platform_url: str) -> None:
     assert ids == list(range(1, len(ids) + 1))  # none lost, none twice
 
 
+def test_a_video_shows_its_progress_and_plays(page: Page, platform_url: str, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    tenant = fresh_tenant("video")
+    params = {"width": 128, "height": 128, "seconds": 4, "steps": 24}
+    with client(platform_url, tenant) as http:
+        response = http.post("/v1/tasks", json={"service": "text2video", "prompt": "a kite", "params": params})
+        task_id = response.json()["task_id"]
+    sign_in(page, platform_url, tenant)
+    page.goto(f"{platform_url}/console#/watch/tasks/{task_id}")
+    # While it runs, its row shows the denoising steps as they are reported.
+    expect(page.locator('#watch-nodes tr[data-node="task"] progress')).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    expect(page.locator('#watch-graph g[data-node="task"]')).to_have_attribute(
+        "data-status", "completed", timeout=RUN_TIMEOUT_MS
+    )
+    video = page.locator('.result[data-node="task"] video[controls]')
+    expect(video).to_have_count(1)
+    # Chromium decodes the H.264 MP4: it knows its size and length, and it plays to the end.
+    page.wait_for_function(
+        "() => { const v = document.querySelector('.result[data-node=\"task\"] video'); "
+        "return v && v.readyState >= 2 && v.videoWidth === 128 && v.duration > 3; }",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    page.evaluate("() => { const v = document.querySelector('.result video'); v.muted = true; return v.play(); }")
+    page.wait_for_function("() => document.querySelector('.result video').ended", timeout=30_000)
+    expect(page.locator('.result[data-node="task"] a.download')).to_have_attribute("download", re.compile(r"\.mp4$"))
+    shot(page, artifacts, "10-video")
+
+
 # ---------------------------------------------------------------- history
 
 

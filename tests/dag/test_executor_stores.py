@@ -17,13 +17,14 @@ import pytest
 import ray
 import redis
 
+from dag.config import ExecutorConfig
 from dag.executor import WorkflowExecutor
-from dag.records import Status, WorkflowStore, new_record
-from dag.spec import WorkflowSubmission
-from dag.validate import plan_workflow
+from dag.records import Status, WorkflowStore
 from state.artifacts import S3ArtifactStore
 from state.store import RedisStore
 from tests.fakes.moto_server import FAKE_AWS_ENV, moto_endpoint  # noqa: F401
+from tests.fakes.stores import OpenedStores
+from tests.helpers import llm, start_stored, wait_stored_final
 
 pytestmark = pytest.mark.ray
 
@@ -48,27 +49,8 @@ def executor(platform_url: str, cluster_store: WorkflowStore) -> Any:
     return (
         ray.remote(WorkflowExecutor)
         .options(max_restarts=-1, max_concurrency=1000, runtime_env={"env_vars": dict(FAKE_AWS_ENV)})
-        .remote(cluster_store, scheduler, {"app_name": "labubu"})
+        .remote(OpenedStores(cluster_store.state, cluster_store.artifacts), scheduler, ExecutorConfig())
     )
-
-
-def start(store: WorkflowStore, executor: Any, body: dict[str, Any]) -> str:
-    plan = plan_workflow(WorkflowSubmission.model_validate(body))
-    record = new_record("acme", f"wf_{uuid.uuid4().hex[:12]}", "workflow", None, "default", plan, {})
-    store.save(record, {"type": "workflow", "status": "pending"})
-    ray.get(executor.start.remote(record.key))
-    return record.key
-
-
-def wait_final(store: WorkflowStore, key: str, timeout_s: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        record = store.find(key)
-        assert record is not None
-        if record.status.final:
-            return record.data
-        assert time.monotonic() < deadline, record.data["nodes"]
-        time.sleep(0.2)
 
 
 def pid(actor: Any) -> int:
@@ -91,17 +73,13 @@ def kill_and_await_successor(actor: Any, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
-def llm(prompt: str, max_tokens: int = 8) -> dict[str, Any]:
-    return {"service": "llm", "prompt": prompt, "params": {"max_tokens": max_tokens, "temperature": 0}}
-
-
 def test_workflow_runs_on_redis_and_s3(cluster_store: WorkflowStore, executor: Any) -> None:
     body = {
         "nodes": {"write": llm("Say a colour."), "speak": {"service": "tts"}, "hear": {"service": "stt"}},
         "edges": [{"from": "write", "to": "speak"}, {"from": "speak", "to": "hear"}],
     }
-    key = start(cluster_store, executor, body)
-    data = wait_final(cluster_store, key)
+    key = start_stored(cluster_store, executor, body)
+    data = wait_stored_final(cluster_store, key)
     assert data["status"] == "completed"
     record = cluster_store.find(key)
     assert record is not None
@@ -118,12 +96,12 @@ def test_executor_killed_mid_workflow_resumes_from_redis_and_s3(cluster_store: W
         "nodes": {"first": llm("Say hello."), "second": llm("Write two sentences about rain.", 96)},
         "edges": [{"from": "first", "to": "second"}],
     }
-    key = start(cluster_store, executor, body)
+    key = start_stored(cluster_store, executor, body)
     deadline = time.monotonic() + 120
     while cluster_store.find(key).data["nodes"]["second"]["status"] not in ("queued", "running"):  # type: ignore[union-attr]
         assert time.monotonic() < deadline
         time.sleep(0.05)
     kill_and_await_successor(executor)
-    data = wait_final(cluster_store, key)
+    data = wait_stored_final(cluster_store, key)
     assert data["status"] == Status.COMPLETED.value
     assert data["nodes"]["first"]["attempts"] == 1

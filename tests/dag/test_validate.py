@@ -10,12 +10,13 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from dag.compose import Output, build_request, compose
 from dag.errors import InvalidParams, InvalidWorkflow
 from dag.spec import TaskSubmission, WorkflowSubmission
 from dag.validate import plan_workflow
 from deployments import media
 from deployments.types import LLMRequest
+from modalities import build_request
+from modalities.base import Output, compose
 
 
 def wav() -> bytes:
@@ -250,3 +251,29 @@ def test_task_is_a_one_node_workflow() -> None:
     task = TaskSubmission.model_validate({"service": "text2pic", "prompt": "a cat", "params": {"width": 64}})
     plan = plan_workflow(task.as_workflow())
     assert list(plan.nodes) == ["task"] and plan.nodes["task"].params == {"width": 64}
+
+
+@pytest.mark.parametrize("node_id", ["", " ", "a/b", "x" * 65, "é"])
+def test_every_malformed_node_id_is_a_400_naming_it(node_id: str) -> None:
+    body = {"nodes": {node_id: {"service": "llm", "prompt": "Hi"}}}
+    with pytest.raises(InvalidWorkflow) as caught:
+        submit(body)
+    assert caught.value.details[0]["node"] == node_id
+    assert "node id" in caught.value.message
+
+
+def test_an_edge_from_an_empty_node_id_is_named_too() -> None:
+    body = {"nodes": {"a": {"service": "llm", "prompt": "Hi"}}, "edges": [{"from": "", "to": "a"}]}
+    details = invalid(body)
+    assert details[0]["edge"] == {"from": "", "to": "a"}
+
+
+def test_max_tokens_is_bounded_by_the_deployments_limit_as_interactive_calls_are() -> None:
+    body = {"nodes": {"a": {"service": "llm", "prompt": "Hi", "params": {"max_tokens": 600}}}}
+    assert submit(body).nodes["a"].params["max_tokens"] == 600  # no limit in the context
+    with pytest.raises(InvalidParams) as caught:
+        submit(body, params_context={"llm_max_tokens": 512})
+    assert caught.value.status == 422
+    assert caught.value.details == [
+        {"field": "nodes.a.params.max_tokens", "reason": "Value error, must be at most 512, the model's limit"}
+    ]

@@ -28,7 +28,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.types import SERVICES
+from modalities import SERVICES
 from serve_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -442,7 +442,29 @@ def test_every_ray_node_gets_the_same_environment(kustomization: str) -> None:
     containers = ray_containers(the(rendered(kustomization), "RayService"))
     assert all(container["env"] == containers[0]["env"] for container in containers)
     names = {entry["name"] for entry in containers[0]["env"]}
-    assert {"LABUBU_JWT_SECRET", "LABUBU_REDIS_URL", "LABUBU_S3_BUCKET"} <= names
+    assert {"LABUBU_JWT_SECRET", "LABUBU_API_KEY_SECRET", "LABUBU_REDIS_URL", "LABUBU_S3_BUCKET"} <= names
+
+
+# What the platform's processes read from their environment as credentials (serve_app/settings.py),
+# and the Redis password that LABUBU_REDIS_URL is built from.
+PLATFORM_SECRETS = {
+    "LABUBU_JWT_SECRET",
+    "LABUBU_API_KEY_SECRET",
+    "STATE_REDIS_PASSWORD",
+    "GEMINI_API_KEY",
+    "ARK_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+}
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_ray_node_reads_the_secrets_from_kubernetes_secrets(kustomization: str) -> None:
+    """Head and workers alike: the app builder, the replicas and the actors run on any of them."""
+    for container in ray_containers(the(rendered(kustomization), "RayService")):
+        env = {entry["name"]: entry for entry in container["env"]}
+        for name in PLATFORM_SECRETS:
+            assert "secretKeyRef" in env[name]["valueFrom"], (container["name"], name)
 
 
 def walk(node: Any) -> Iterator[dict[str, Any]]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import modalities
+from deployments.config import BackendSpec, ServiceConfig
 from deployments.control import (
     REPORTS,
     STALE_AFTER_S,
@@ -31,9 +33,8 @@ from deployments.serving import ModalityServer
 from deployments.types import ChatMessage, LLMRequest
 from state.store import RedisStore, StateStore
 from tests.conftest import free_port
-from tests.deployments.test_failover import ScriptedBackend
 from tests.fakes.gemini_server import FakeGemini
-from tests.state.test_store import store  # noqa: F401  (a fixture: SQLite and Redis)
+from tests.helpers import ScriptedBackend
 
 CONFIGURED = ["llama_cpp", "gemini"]
 
@@ -133,10 +134,16 @@ async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
     store: StateStore,  # noqa: F811
 ) -> None:
     gemini.reset()
-    config = {
-        "backends": [{"name": "gemini", "options": {"api_key": "fake", "base_url": gemini.url}}, {"name": "llama_cpp"}]
-    }
-    server = ModalityServer("llm", config, store)
+    llm = modalities.get("llm")
+    gemini_options = {"api_key": "fake", "base_url": gemini.url}
+    config = ServiceConfig(
+        "llm",
+        (
+            BackendSpec("gemini", llm.backends["gemini"], gemini_options),
+            BackendSpec("llama_cpp", llm.backends["llama_cpp"]),
+        ),
+    )
+    server = ModalityServer(config, store)
     request = LLMRequest(messages=[ChatMessage("user", "Say hi.")], max_tokens=4, temperature=0)
     try:
         assert (await server.run(request)).model.startswith("gemini")
@@ -147,7 +154,7 @@ async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
         assert [(b["name"], b["ready"]) for b in status["backends"]] == [("gemini", False), ("llama_cpp", True)]
         # A replica started later (autoscaling, a restart) starts with the stored arrangement.
         save_arrangement(store, "llm", Arrangement.of(["gemini", "llama_cpp"], ["llama_cpp"], []))
-        later = ModalityServer("llm", config, store)
+        later = ModalityServer(config, store)
         assert [entry["backend"] for entry in later.chain.health()] == ["llama_cpp", "gemini"]
         later.reporting.cancel()
     finally:

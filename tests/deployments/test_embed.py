@@ -44,9 +44,20 @@ def test_batches_and_padding_do_not_change_a_vector(encoder: MiniLMBackend) -> N
     assert cosine(together[3], alone) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_tokens_are_counted_and_long_texts_cut_at_the_model_length(encoder: MiniLMBackend) -> None:
+def test_tokens_are_counted_and_long_texts_cut_at_the_model_length_when_asked(encoder: MiniLMBackend) -> None:
     assert embed(encoder, "hello world").prompt_tokens == 4  # [CLS] hello world [SEP]
-    assert embed(encoder, "word " * 1000).prompt_tokens == 256
+    cut = asyncio.run(encoder.run(EmbedRequest(["word " * 1000], truncate=True)))
+    assert cut.prompt_tokens == 256
+
+
+def test_a_text_longer_than_the_window_is_refused_naming_the_limit(encoder: MiniLMBackend) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        asyncio.run(encoder.run(EmbedRequest(["fits", "word " * 300])))
+    assert refused.value.status == 400
+    assert "256" in refused.value.message
+    assert refused.value.details == [{"field": "input.1", "reason": "302 tokens, over 256"}]
+    # Exactly at the window is fine: [CLS] + 254 words + [SEP].
+    assert embed(encoder, "word " * 254).prompt_tokens == 256
 
 
 @pytest.mark.parametrize("texts", [[], ["fine", "  "]])

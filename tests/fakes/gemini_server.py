@@ -8,6 +8,11 @@ how it answers: `fail_status` makes every call fail with that HTTP status and Go
 body, `delay_s` holds each answer back (for timeouts).
 
 Tokens are counted as whitespace-separated words: enough for usage accounting to be checked.
+
+With function declarations (and a calling mode other than NONE) it answers a `functionCall` of
+the first allowed function, its arguments made from the declared schema (`example_of`), unless
+the last turn is a function's response: then it answers text, as a model would. With a
+`responseJsonSchema` it answers a JSON example of the schema.
 """
 
 from __future__ import annotations
@@ -127,6 +132,44 @@ class FakeGemini:
         return {"inlineData": {"mimeType": mime, "data": base64.b64encode(buffer.getvalue()).decode()}}
 
 
+def example_of(schema: dict[str, Any]) -> Any:
+    """A value that follows a (simple) JSON Schema: every property, the first enum value, one item."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return example_of(schema[key][0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: example_of(sub) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [example_of(schema.get("items", {"type": "string"}))] * max(1, schema.get("minItems", 1))
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "fake")
+
+
+def json_schema_of(fields: dict[str, Any], prefix: str) -> Any:
+    """A `...JsonSchema` field; the SDK sends these JSON passthroughs in snake case, as the API accepts."""
+    return fields.get(f"{prefix}JsonSchema", fields.get(f"{prefix}_json_schema"))
+
+
+def function_call(request: RecordedRequest) -> dict[str, Any] | None:
+    """The `functionCall` part the request's tools ask for, or None for a text answer."""
+    declarations = [d for tool in request.body.get("tools", []) for d in tool.get("functionDeclarations", [])]
+    config = request.body.get("toolConfig", {}).get("functionCallingConfig", {})
+    if not declarations or config.get("mode") == "NONE":
+        return None
+    contents = request.body.get("contents", [])
+    if contents and any("functionResponse" in part for part in contents[-1].get("parts", [])):
+        return None
+    allowed = config.get("allowedFunctionNames") or [d["name"] for d in declarations]
+    declaration = next(d for d in declarations if d["name"] == allowed[0])
+    schema = json_schema_of(declaration, "parameters") or declaration.get("parameters") or {}
+    return {"functionCall": {"name": declaration["name"], "args": example_of(schema)}}
+
+
 def prompt_tokens(request: RecordedRequest) -> int:
     texts = [part.get("text", "") for part in request.parts]
     texts += [part.get("text", "") for part in request.body.get("systemInstruction", {}).get("parts", [])]
@@ -177,12 +220,23 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             if "IMAGE" in request.generation_config.get("responseModalities", []):
                 parts = [fake.image_part()]
                 return {"candidates": [candidate(parts, "STOP")], "usageMetadata": usage(request, 1290)}
+            call = function_call(request)
+            if call is not None:
+                return {"candidates": [candidate([call], "STOP")], "usageMetadata": usage(request, 8)}
+            schema = json_schema_of(request.generation_config, "response")
+            if schema is not None:
+                text = json.dumps(example_of(schema))
+                return {"candidates": [candidate([{"text": text}], "STOP")], "usageMetadata": usage(request, 8)}
             words, finish_reason = fake.answer_words(request)
             parts = [{"text": " ".join(words)}]
             return {"candidates": [candidate(parts, finish_reason)], "usageMetadata": usage(request, len(words))}
 
         def streamed_answer(self, request: RecordedRequest) -> list[dict[str, Any]]:
-            """One event per word, each with the usage so far, the last with the finish reason."""
+            """One event per word, each with the usage so far, the last with the finish reason (a
+            function call is one event)."""
+            call = function_call(request)
+            if call is not None:
+                return [{"candidates": [candidate([call], "STOP")], "usageMetadata": usage(request, 8)}]
             words, finish_reason = fake.answer_words(request)
             events = []
             for i, word in enumerate(words):

@@ -19,7 +19,7 @@ import pytest
 import ray
 
 from tests.conftest import make_token
-from tests.serve_app.test_http_workflows import client, llm, submit, wait_final, wait_node
+from tests.helpers import client, llm, submit, wait_final, wait_node, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -32,13 +32,6 @@ def scheduler() -> Any:
 
 def llm_stats() -> dict[str, Any]:
     return ray.get(scheduler().stats.remote(), timeout=30)["services"]["llm"]  # type: ignore[no-any-return]
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture()

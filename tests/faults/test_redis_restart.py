@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 import ray
 
+from dag.config import ExecutorConfig
 from dag.executor import WorkflowExecutor
 from dag.records import WorkflowStore, output_key
 from state.artifacts import LocalArtifactStore
 from state.store import RedisStore
-from tests.dag.test_executor_stores import llm, start, wait_final
-from tests.faults.test_kills import wait_until
+from tests.fakes.stores import OpenedStores
+from tests.helpers import llm, start_stored, wait_stored_final, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.ray
@@ -47,7 +48,8 @@ def store(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def executor(platform_url: str, store: WorkflowStore) -> Iterator[Any]:
     scheduler = ray.get_actor("labubu-scheduler", namespace="labubu")
-    actor = ray.remote(WorkflowExecutor).options(max_concurrency=1000).remote(store, scheduler, {"app_name": "labubu"})
+    stores = OpenedStores(store.state, store.artifacts)
+    actor = ray.remote(WorkflowExecutor).options(max_concurrency=1000).remote(stores, scheduler, ExecutorConfig())
     yield actor
     ray.kill(actor)
 
@@ -57,7 +59,7 @@ def test_redis_restart_mid_workflow(redis_server: RedisServer, store: WorkflowSt
         "nodes": {"first": llm("Write a long story about a lighthouse keeper.", 48), "second": llm("Say a word.", 4)},
         "edges": [{"from": "first", "to": "second"}],
     }
-    key = start(store, executor, body)
+    key = start_stored(store, executor, body)
     wait_until(lambda: store.find(key).node("first")["status"] == "running", 120, "the first node to run")  # type: ignore[union-attr]
     redis_server.kill()
     # The first node's output lands in the artifact store (files, not Redis) when its model call
@@ -69,7 +71,7 @@ def test_redis_restart_mid_workflow(redis_server: RedisServer, store: WorkflowSt
     time.sleep(2.0)  # the executor's writes meet a closed port for a while
     redis_server.start()
 
-    data = wait_final(store, key)
+    data = wait_stored_final(store, key)
     assert data["status"] == "completed", data["nodes"]
     assert data["nodes"]["first"]["attempts"] == 1  # the outage cost no model call
     assert data["nodes"]["second"]["status"] == "completed"

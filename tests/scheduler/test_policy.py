@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from scheduler.buckets import TokenBucket
@@ -855,6 +855,50 @@ def test_many_cancellations_leave_the_queue_working() -> None:
     for ticket in tickets[:-1]:
         s.cancel(ticket)
     assert [g.ticket for g in s.dispatch(0)] == [tickets[-1]]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(list(Priority)), st.booleans()), min_size=1, max_size=300),
+    st.integers(1, 7),
+    st.integers(1, 40),
+)
+# Queues long enough that a lane compacts while requests still arrive, and while it drains.
+@example([(Priority.DEFAULT, i % 5 == 0) for i in range(200)] + [(Priority.CRITICAL, False)] * 60, 3, 7)
+@example([(Priority.LOW, False)] * 150, 1, 20)
+@settings(max_examples=60, deadline=None)
+def test_property_long_queues_go_by_priority_then_fifo_whatever_is_cancelled(
+    requests: list[tuple[Priority, bool]], batch: int, every: int
+) -> None:
+    """One tenant's long queue, some of it cancelled, granted `batch` at a time after every `every`
+    arrivals and then to the end: each dispatch grants the most urgent of the requests waiting,
+    first come first served, and never a cancelled one."""
+    s = scheduler(dispatch_limit=batch)
+    waiting: set[tuple[int, int]] = set()  # (priority rank, ticket)
+    in_flight: list[int] = []
+    granted = 0
+
+    def turn() -> list[int]:
+        for ticket in in_flight:
+            s.release(ticket)
+        tickets = [g.ticket for g in s.dispatch(0)]
+        assert [t for _, t in sorted(waiting)[: len(tickets)]] == tickets
+        waiting.difference_update((rank, t) for rank, t in list(waiting) if t in tickets)
+        return tickets
+
+    for index, (priority, cancelled) in enumerate(requests, start=1):
+        ticket = s.submit("llm", "a", 1.0, now=0, priority=priority)
+        if cancelled:
+            assert s.cancel(ticket)
+        else:
+            waiting.add((priority.rank, ticket))
+        if index % every == 0:
+            in_flight = turn()
+            granted += len(in_flight)
+    while in_flight := turn():
+        granted += len(in_flight)
+    assert not waiting
+    assert granted == sum(not cancelled for _, cancelled in requests)
+    assert s.stats()["services"]["llm"]["queued"] == 0
 
 
 # ---------------------------------------------------------------- settings, state, stats

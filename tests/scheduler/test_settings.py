@@ -6,7 +6,15 @@ from typing import Any
 import pytest
 
 from scheduler.errors import InvalidSettings, QuotaExceeded, ServiceOverloaded, UnknownService
-from scheduler.settings import Priority, ServiceLimits, TenantRecord, TenantSettings
+from scheduler.settings import (
+    DEFAULT_LEASE_S,
+    Priority,
+    SchedulerConfig,
+    ServiceLimits,
+    TenantRecord,
+    TenantSettings,
+    renewal_interval,
+)
 
 
 def test_tenant_defaults() -> None:
@@ -95,3 +103,18 @@ def test_errors_keep_their_fields_across_pickling() -> None:
     assert (overloaded.code, overloaded.status, overloaded.retry_after_s) == ("service_overloaded", 503, 1.0)
     unknown = pickle.loads(pickle.dumps(UnknownService("nope")))
     assert (unknown.code, unknown.message) == ("unknown_service", "nope")
+
+
+def test_scheduler_config_is_frozen_typed_and_checked() -> None:
+    config = SchedulerConfig({"llm": ServiceLimits(2)})
+    assert (config.lease_s, config.tenant_defaults) == (DEFAULT_LEASE_S, TenantSettings())
+    assert pickle.loads(pickle.dumps(config)) == config  # it travels to the actor as it is
+    for bad in ({"lease_s": 0}, {"lease_s": float("inf")}, {"snapshot_interval_s": -1.0}):
+        with pytest.raises(InvalidSettings):
+            SchedulerConfig({}, **bad)
+
+
+def test_grants_are_renewed_well_inside_their_lease() -> None:
+    """A holder renews a few times per lease, so that one late renewal costs no grant."""
+    for lease_s in (1.0, DEFAULT_LEASE_S, 600.0):
+        assert 0 < renewal_interval(lease_s) <= lease_s / 2

@@ -16,15 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from serve_app.auth import Role, TokenVerifier, bearer_token, issue_token
 from serve_app.errors import ApiError
+from tests.helpers import claims, unsigned
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
-
-
-def claims(**overrides: object) -> dict[str, object]:
-    now = int(time.time())
-    base: dict[str, object] = {"sub": "alice", "tenant": "acme", "exp": now + 600}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
 
 
 @pytest.fixture()
@@ -45,13 +39,6 @@ def test_admin_role(verifier: TokenVerifier) -> None:
 def test_issue_token_round_trip(verifier: TokenVerifier) -> None:
     principal = verifier.verify(issue_token(SECRET, tenant="t1", sub="bob", role="admin", ttl_s=60))
     assert (principal.tenant, principal.sub, principal.is_admin) == ("t1", "bob", True)
-
-
-def unsigned(payload: dict[str, object]) -> str:
-    def part(data: dict[str, object]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
 
 
 def rejected(verify: Callable[[], object]) -> ApiError:

@@ -10,6 +10,7 @@ import pytest
 from ray import serve
 
 from tests.conftest import make_token
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -18,15 +19,8 @@ def running_replicas(service: str) -> int:
     return int(serve.status().applications["labubu"].deployments[service].replica_states.get("RUNNING", 0))
 
 
-def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
-
-
 def test_backlog_scales_tts_up_and_back_down(platform_url: str) -> None:
-    wait_for(lambda: running_replicas("tts") == 1, 60, "tts to settle at one replica")
+    wait_until(lambda: running_replicas("tts") == 1, 60, "tts to settle at one replica")
     headers = {"Authorization": f"Bearer {make_token(tenant='scaler')}"}
     text = "This sentence is long enough to keep the speech model busy for a little while. " * 8
     with httpx.Client(base_url=platform_url, headers=headers, timeout=60) as client:
@@ -42,9 +36,9 @@ def test_backlog_scales_tts_up_and_back_down(platform_url: str) -> None:
                 break
             time.sleep(0.5)
         assert peak >= 2, "the backlog did not add a replica"
-        wait_for(
+        wait_until(
             lambda: all(client.get(f"/v1/tasks/{task}").json()["status"] == "completed" for task in tasks),
             300,
             "the tasks to complete",
         )
-    wait_for(lambda: running_replicas("tts") == 1, 90, "tts to scale back to one replica")
+    wait_until(lambda: running_replicas("tts") == 1, 90, "tts to scale back to one replica")

@@ -22,8 +22,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.conftest import make_token
+from tests.helpers import unsigned
 from tests.serve_app.contract import error_body
-from tests.serve_app.test_auth import unsigned
 
 pytestmark = pytest.mark.ray
 

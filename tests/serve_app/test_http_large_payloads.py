@@ -1,7 +1,7 @@
 """Calls whose request or answer is larger than Serve's 4 MB gRPC message cap still answer.
 
 The ingress sends small calls to the replicas by value, over Serve's gRPC channel, which refuses
-a message over 4 MB (deployments/transport.py); these go by reference, through the object store.
+a message over 4 MB (modalities/transport.py); these go by reference, through the object store.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from PIL import Image
 from ray import serve
 
 from deployments import media
-from deployments.transport import handle_for
 from deployments.types import CaptionRequest, SpeechRequest
+from modalities.transport import handle_for
 from tests.conftest import make_token
 
 pytestmark = pytest.mark.ray

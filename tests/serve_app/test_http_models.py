@@ -18,6 +18,7 @@ import ray
 
 from tests.conftest import make_token
 from tests.fakes.gemini_server import FakeGemini
+from tests.helpers import wait_until
 from tests.serve_app.contract import assert_error
 
 pytestmark = pytest.mark.ray
@@ -54,13 +55,6 @@ def chat(admin_http: httpx.Client) -> None:
     (the answer's `model` is the first ready backend as the ingress last saw it, not the answerer)."""
     response = admin_http.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 200, response.text
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def settled_calls(admin_http: httpx.Client) -> int:

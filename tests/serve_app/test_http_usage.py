@@ -14,16 +14,13 @@ import openai
 import pytest
 from PIL import Image
 
-from dag.metering import requested_usage
 from deployments import media
-from deployments.types import ChatMessage, LLMRequest
-from scheduler.costs import CostModels
 from tests.conftest import make_token
 from tests.serve_app.contract import assert_error
 
 pytestmark = pytest.mark.ray
 
-LONG = "word " * 5000  # more tokens than SmolLM2's context: the replica refuses it, a failed call
+LONG = "word " * 5000  # more tokens than SmolLM2's context: the replica refuses it (a 422)
 
 
 def fresh_tenant() -> str:
@@ -86,7 +83,9 @@ def test_usage_counts_exactly_the_calls_made(platform_url: str, admin: httpx.Cli
         assert_error(failed, 422, "input_too_large")
         vectors = client.embeddings.create(model="embed", input=["one sentence", "and another one"])
         task = http.post("/v1/tasks", json={"service": "embed", "prompt": "a sentence embedded as a task"}).json()
-        speech = http.post("/v1/audio/speech", json={"model": "tts", "input": "Counting seconds."})
+        speech = http.post(
+            "/v1/audio/speech", json={"model": "tts", "input": "Counting seconds.", "response_format": "wav"}
+        )
         caption = http.post("/v1/images/captions", files={"file": ("red.png", png(), "image/png")})
         assert speech.status_code == 200 and caption.status_code == 200
         while (state := http.get(f"/v1/tasks/{task['task_id']}").json())["status"] != "completed":
@@ -94,19 +93,19 @@ def test_usage_counts_exactly_the_calls_made(platform_url: str, admin: httpx.Cli
             time.sleep(0.2)
         task_tokens = http.get(f"/v1/tasks/{task['task_id']}/output").json()["tokens"]
 
-        items = wait_for_usage(http, {"llm": 3, "embed": 2, "tts": 1, "pic2text": 1})
+        items = wait_for_usage(http, {"llm": 2, "embed": 2, "tts": 1, "pic2text": 1})
         usage = by_service(items)
         assert {item["tenant"] for item in items} == {tenant}
         assert {item["day"] for item in items} == {time.strftime("%Y-%m-%d", time.gmtime())}
 
         llm = usage["llm"]
-        assert (llm["requests"], llm["errors"]) == (3, 1)
+        # The call refused for the client's own input (a 4xx) is counted as refused, and not charged.
+        assert (llm["requests"], llm["errors"], llm["refused"], llm["dropped"]) == (2, 0, 1, 0)
         assert llm["tokens_in"] == chat.usage.prompt_tokens + streamed.prompt_tokens
         assert llm["tokens_out"] == chat.usage.completion_tokens + streamed.completion_tokens
-        # A call charges prompt + 2 × output tokens; the refused one its estimate, as the scheduler does.
-        refused = LLMRequest(messages=[ChatMessage("user", LONG)], max_tokens=4)
+        # A call charges prompt + 2 × output tokens.
         expected = sum(u.prompt_tokens + 2 * u.completion_tokens for u in (chat.usage, streamed))
-        assert llm["cost"] == pytest.approx(expected + CostModels().estimate("llm", requested_usage(refused)))
+        assert llm["cost"] == pytest.approx(expected)
 
         embed = usage["embed"]
         assert (embed["requests"], embed["errors"]) == (2, 0)
@@ -122,6 +121,47 @@ def test_usage_counts_exactly_the_calls_made(platform_url: str, admin: httpx.Cli
     assert admin.get("/v1/admin/usage", params={"tenant": tenant}).json()["items"] == items
     only = admin.get("/v1/admin/usage", params={"tenant": tenant, "service": "EMBED", "days": 1}).json()["items"]
     assert only == [usage["embed"]]
+
+
+def wait_for(http: httpx.Client, service: str, counter: str, value: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (item := by_service(http.get("/v1/usage").json()["items"]).get(service, {})).get(counter) != value:
+        assert time.monotonic() < deadline, item
+        time.sleep(0.3)
+    return item
+
+
+def test_a_call_over_quota_is_counted_as_refused_and_not_charged(platform_url: str, admin: httpx.Client) -> None:
+    tenant = fresh_tenant()
+    assert admin.put(f"/v1/admin/tenants/{tenant}", json={"max_concurrency": 0}).status_code == 200
+    with session(platform_url, tenant) as http:
+        refused = http.post("/v1/embeddings", json={"model": "embed", "input": "over quota"})
+        assert_error(refused, 429, "quota_exceeded")
+        item = wait_for(http, "embed", "refused", 1)
+    assert (item["requests"], item["errors"], item["cost"]) == (0, 0, 0)
+
+
+def test_a_stream_the_client_drops_is_counted_as_dropped_with_the_tokens_generated(platform_url: str) -> None:
+    tenant = fresh_tenant()
+    body = {
+        "model": "llm",
+        "messages": [{"role": "user", "content": "Tell a very long story about a dragon."}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    with session(platform_url, tenant) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            received = 0
+            for line in response.iter_lines():
+                received += line.startswith("data: {")
+                if received == 3:
+                    break  # the client leaves; closing the response drops the connection
+        item = wait_for(http, "llm", "dropped", 1)
+    assert item["requests"] == 1 and item["errors"] == 0
+    assert 3 <= item["tokens_out"] < 400  # what was generated before the client left, not the budget
+    assert item["tokens_in"] == 0  # unknown: the prompt is charged by its length
+    assert item["cost"] >= 2 * item["tokens_out"]
 
 
 def test_a_tenant_sees_only_its_own_usage(platform_url: str, admin: httpx.Client) -> None:

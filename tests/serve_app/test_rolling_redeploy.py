@@ -8,18 +8,18 @@ and scheduler actors carry on. Kept last among the platform tests: it redeploys 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from ray import serve
 
-from serve_app.app import build_app
-from tests.conftest import TEST_DEPLOYMENT_OPTIONS, make_token
+from tests.conftest import build_platform, make_token
 
 pytestmark = pytest.mark.ray
 
 
-def test_redeploy_during_a_running_workflow(platform_url: str) -> None:
+def test_redeploy_during_a_running_workflow(platform_url: str, platform_data_dir: Path) -> None:
     headers = {"Authorization": f"Bearer {make_token(tenant='rolling')}"}
     body = {
         "nodes": {
@@ -35,8 +35,8 @@ def test_redeploy_during_a_running_workflow(platform_url: str) -> None:
         while client.get(f"/v1/workflows/{workflow_id}").json()["nodes"]["first"]["status"] != "running":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        changed = {"services": {"llm": {"timeout_s": 299}}, "deployment_options": TEST_DEPLOYMENT_OPTIONS}
-        serve.run(build_app(changed), name="labubu", route_prefix="/")  # returns once the new version is up
+        changed = build_platform(platform_data_dir, {"services": {"llm": {"timeout_s": 299}}})
+        serve.run(changed, name="labubu", route_prefix="/")  # returns once the new version is up
         deadline = time.monotonic() + 240
         while (record := client.get(f"/v1/workflows/{workflow_id}").json())["status"] not in ("completed", "failed"):
             assert time.monotonic() < deadline, record

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from state.store import RedisStore, SqliteStore, StateStore
+from state.store import IndexEntry, RedisStore, SqliteStore, StateStore
 from tests.redis_server import RedisServer
-
-REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' own database number
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "state.sqlite3")
-        return
-    prefix = f"test-{uuid.uuid4().hex}"
-    yield RedisStore(REDIS_URL, prefix=prefix)
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
 
 
 def test_documents_round_trip(store: StateStore) -> None:
@@ -139,12 +126,129 @@ def test_a_hanging_redis_fails_the_call_instead_of_blocking_it(tmp_path: Path) -
         store = RedisStore(server.url, timeout_s=0.5)
         store.put("docs", "a", {"n": 1})
         server.process.send_signal(signal.SIGSTOP)
-        start = time.monotonic()
+        # In a thread, so that a call that blocks fails the test (after 30 s) instead of hanging it.
+        pool = concurrent.futures.ThreadPoolExecutor(1)
         with pytest.raises(redis.TimeoutError):
-            store.get("docs", "a")
-        assert time.monotonic() - start < 5  # one retry on timeout: about 2 × 0.5 s
+            pool.submit(store.get, "docs", "a").result(timeout=30)
+        pool.shutdown(wait=False)
         server.process.send_signal(signal.SIGCONT)
         assert store.get("docs", "a") == {"n": 1}
     finally:
         server.process.send_signal(signal.SIGCONT)
         server.kill()
+
+
+# ---------------------------------------------------------------- secondary indexes
+
+
+def test_index_add_remove_page_and_count(store: StateStore) -> None:
+    for member, score in [("a", 1.0), ("b", 3.0), ("c", 2.0), ("d", 2.0)]:
+        store.index_add("idx", member, score)
+    store.index_add("other", "z", 9.0)
+    assert store.index_count("idx") == 4 and store.index_count("missing") == 0
+    # Highest score first; equal scores by member, the same way round.
+    assert store.index_page("idx", 0, 10) == ["b", "d", "c", "a"]
+    assert store.index_page("idx", 0, 10, newest_first=False) == ["a", "c", "d", "b"]
+    assert store.index_page("idx", 1, 2) == ["d", "c"]
+    assert store.index_page("idx", 4, 2) == [] and store.index_page("idx", 0, 0) == []
+    store.index_add("idx", "a", 5.0)  # a member is once in an index: adding again moves it
+    assert store.index_page("idx", 0, 1) == ["a"] and store.index_count("idx") == 4
+    store.index_remove("idx", "a")
+    store.index_remove("idx", "never-there")
+    assert store.index_page("idx", 0, 10) == ["b", "d", "c"] and store.index_page("other") == ["z"]
+
+
+def test_documents_and_their_index_entries_change_in_one_step(store: StateStore) -> None:
+    running = IndexEntry("wf", {"all": 1.0, "running": 1.0}, absent=("done",))
+    store.put("docs", "wf", {"status": "running"}, running)
+    assert store.index_page("all") == ["wf"] and store.index_page("running") == ["wf"]
+    done = IndexEntry("wf", {"all": 1.0, "done": 1.0}, absent=("running",))
+    assert store.put_and_append("docs", "wf", {"status": "done"}, "wf", {"n": 1}, done) == 1
+    assert store.index_page("running") == [] and store.index_page("done") == ["wf"]
+    assert store.get("docs", "wf") == {"status": "done"}
+    assert store.delete("docs", "wf", done)
+    assert store.get("docs", "wf") is None
+    assert [store.index_count(name) for name in ("all", "done", "running")] == [0, 0, 0]
+
+
+def test_put_many_and_get_many(store: StateStore) -> None:
+    values = [(f"k{i}", {"n": i}, IndexEntry(f"k{i}", {"all": float(i)})) for i in range(1200)]
+    store.put_many("docs", values)
+    assert store.index_count("all") == 1200 and store.index_page("all", 0, 2) == ["k1199", "k1198"]
+    assert store.get_many("docs", ["k5", "nope", "k1100"]) == [{"n": 5}, None, {"n": 1100}]
+    assert store.get_many("docs", []) == []
+
+
+def test_a_failing_put_takes_its_index_entry_back(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite3")
+    with pytest.raises(TypeError):
+        store.put("docs", "wf", {"bad": object()}, IndexEntry("wf", {"all": 1.0}))
+    assert store.index_count("all") == 0
+
+
+def test_reindex_indexes_every_document(store: StateStore) -> None:
+    for i in range(1100):  # more than one batch
+        store.put("docs", f"k{i}", {"even": i % 2 == 0})
+    store.put("other", "x", {"even": True})
+
+    def entry(key: str, doc: dict[str, object]) -> IndexEntry | None:
+        return IndexEntry(key, {"even": 1.0}) if doc["even"] else None
+
+    assert store.reindex("docs", entry) == 1100
+    assert store.index_count("even") == 550 and "x" not in store.index_page("even", 0, 1000)
+
+
+# ---------------------------------------------------------------- waiting for events
+
+
+def test_wait_read_answers_at_once_when_events_are_there_and_empty_after_its_timeout(store: StateStore) -> None:
+    store.append("wf", {"n": 1})
+    assert [e.data for e in store.wait_read("wf", 0, 30)] == [{"n": 1}]
+    assert store.wait_read("wf", 1, 0.2) == []
+
+
+def wake_on_append(reader: StateStore, writer: StateStore) -> None:
+    """A reader blocked in `wait_read` gets the event that `writer` appends, long before its timeout
+    (and long before any fallback poll): the wait returns the event, not an empty timeout."""
+    writer.append("wf", {"n": 1})
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    waiting = pool.submit(reader.wait_read, "wf", 1, 25.0)
+    time.sleep(0.3)  # let it block (if it has not, the append below is still what it must return)
+    assert not waiting.done()
+    writer.put_and_append("docs", "wf", {"status": "running"}, "wf", {"n": 2})
+    assert [e.data for e in waiting.result(timeout=10)] == [{"n": 2}]
+    pool.shutdown()
+
+
+def test_a_waiting_reader_wakes_on_an_append(store: StateStore) -> None:
+    if isinstance(store, SqliteStore):  # no fallback poll could explain the wake
+        store = SqliteStore(store.path, poll_s=60)
+    wake_on_append(store, store)
+
+
+def test_a_waiting_sqlite_reader_wakes_on_another_store_objects_append(tmp_path: Path) -> None:
+    wake_on_append(SqliteStore(tmp_path / "s.sqlite3", poll_s=60), SqliteStore(tmp_path / "s.sqlite3"))
+
+
+def test_a_waiting_sqlite_reader_sees_another_process_append(tmp_path: Path) -> None:
+    """No signal crosses processes: the watcher of the file's data_version wakes the reader."""
+    path = tmp_path / "s.sqlite3"
+    reader = SqliteStore(path, poll_s=0.2)
+    reader.append("wf", {"n": 1})
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    waiting = pool.submit(reader.wait_read, "wf", 1, 25.0)
+    code = f"from state.store import SqliteStore; SqliteStore({str(path)!r}).append('wf', {{'n': 2}})"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+    assert [e.data for e in waiting.result(timeout=20)] == [{"n": 2}]
+    pool.shutdown()
+
+
+async def test_next_events_waits_without_the_default_thread_pool(store: StateStore) -> None:
+    """Many idle streams must not take the threads every `asyncio.to_thread` call needs."""
+    waiters = [asyncio.create_task(store.next_events(f"wf-{i}", 0, 3.0)) for i in range(40)]
+    await asyncio.sleep(0.3)
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), timeout=5) == 42
+    store.append("wf-7", {"n": 1})
+    assert [e.data for e in await asyncio.wait_for(waiters[7], timeout=10)] == [{"n": 1}]
+    for waiter in waiters:
+        waiter.cancel()

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import make_token
-from tests.serve_app.test_http_openai import assert_error
+from tests.serve_app.contract import assert_error
 from tests.vllm.conftest import MAX_MODEL_LEN, MODEL_DIR, SERVED_NAME
 
 pytestmark = pytest.mark.ray

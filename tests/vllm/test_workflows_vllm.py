@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_token
-from tests.serve_app.test_http_workflows import submit, wait_final
+from tests.helpers import submit, wait_final
 from tests.vllm.conftest import MAX_MODEL_LEN
 
 pytestmark = pytest.mark.ray

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from dag.compose import build_request
 from dag.errors import InvalidParams
-from dag.prompts import SUMMARIZE, TRANSLATE, llm_prompt
 from dag.spec import TaskSubmission
 from dag.validate import plan_workflow
 from deployments.types import LLMRequest
+from modalities import build_request
+from modalities.prompts import SUMMARIZE, TRANSLATE, llm_prompt
 
 TEXT = "Ray Serve {runs} models."  # braces of its own: never taken for a placeholder
 

@@ -1,9 +1,9 @@
-"""What a model call uses, read from its request (the estimate) and its result (the actual), and
-what it is charged: the scheduler's actual cost and the tenants' usage statistics.
+"""What a model call uses, read from its request (the estimate) and its result (the actual), as its
+modality says, and what it is charged: the scheduler's actual cost and the tenants' usage statistics.
 
-The bridge between the modality types and the scheduler's cost models; the ingress and the
-workflow executor both meter calls through it (`Meter`), so an interactive call and a workflow
-node of the same size cost the same, and both are counted in the usage statistics the same way.
+The bridge between the modalities and the scheduler's cost models; the ingress and the workflow
+executor both meter calls through it (`Meter`), so an interactive call and a workflow node of the
+same size cost the same, and both are counted in the usage statistics the same way.
 """
 
 from __future__ import annotations
@@ -15,23 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from enum import Enum
 from typing import Any
 
-from deployments import media
-from deployments.types import (
-    CaptionRequest,
-    EmbedRequest,
-    EmbedResult,
-    ImageRequest,
-    ImageResult,
-    InvalidInput,
-    LLMRequest,
-    LLMResult,
-    SpeechRequest,
-    SpeechResult,
-    TranscribeRequest,
-    TranscribeResult,
-)
+import modalities
+from common.errors import PlatformError, unwrap
 from scheduler.client import Admission, SchedulerClient
 from scheduler.costs import CostModels, Usage
 from state.store import StateStore
@@ -39,50 +27,33 @@ from state.store import StateStore
 log = logging.getLogger(__name__)
 
 USAGE = "usage"  # the state store's namespace: one document per `<tenant>/<day>/<service>`
-COUNTERS = ("requests", "errors", "cost", "tokens_in", "tokens_out", "audio_seconds", "images")
+COUNTERS = ("requests", "errors", "refused", "dropped", "cost", "tokens_in", "tokens_out", "audio_seconds", "images")
+# The statuses of a refusal at admission: over the tenant's quota, or the service overloaded.
+REFUSALS = (429, 503)
 # A failed write of the statistics (the store restarting) is tried again after this long.
 RETRY_S = 1.0
 
 
-def requested_usage(request: Any) -> Usage:
+def requested_usage(service: str, request: Any) -> Usage:
     """The usage a request asks for, before it runs."""
-    if isinstance(request, LLMRequest):
-        texts = [m.content for m in request.messages] if request.messages is not None else [request.prompt or ""]
-        return Usage(characters=sum(len(t) for t in texts), output_tokens=request.max_tokens)
-    if isinstance(request, TranscribeRequest):
-        try:
-            seconds = media.wav_info(request.audio).seconds
-        except InvalidInput:
-            seconds = 0.0  # the replica refuses it; charge the minimum
-        return Usage(audio_seconds=seconds)
-    if isinstance(request, SpeechRequest):
-        return Usage(characters=len(request.text))
-    if isinstance(request, CaptionRequest):
-        return Usage(images=len(request.images))
-    if isinstance(request, ImageRequest):
-        return Usage(images=request.n, steps=request.steps, megapixels=request.n * request.width * request.height / 1e6)
-    if isinstance(request, EmbedRequest):
-        return Usage(characters=sum(len(t) for t in request.texts), output_tokens=0)
-    raise TypeError(f"no usage for {type(request).__name__}")
+    return modalities.get(service).requested_usage(request)
 
 
-def used(request: Any, result: Any) -> Usage:
+def used(service: str, request: Any, result: Any) -> Usage:
     """The usage a call really had, from what the backend reported."""
-    if isinstance(result, LLMResult):
-        return Usage(prompt_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
-    if isinstance(result, TranscribeResult):
-        return Usage(audio_seconds=result.audio_seconds)
-    if isinstance(result, SpeechResult):
-        return Usage(characters=len(request.text), audio_seconds=result.audio_seconds)
-    if isinstance(result, EmbedResult):
-        return Usage(prompt_tokens=result.prompt_tokens, output_tokens=0)
-    if isinstance(result, ImageResult):
-        count = len(result.images)
-        return Usage(images=count, steps=result.steps, megapixels=count * result.width * result.height / 1e6)
-    return requested_usage(request)
+    return modalities.get(service).used(request, result)
 
 
 # ---------------------------------------------------------------- charging and usage statistics
+
+
+class Outcome(str, Enum):
+    """How a metered call ended, as the usage statistics count it."""
+
+    SERVED = "served"
+    FAILED = "failed"  # the model or the platform failed: counted as an error, charged the estimate
+    REFUSED = "refused"  # over quota or overloaded at admission, or the client's bad input: not charged
+    DROPPED = "dropped"  # the caller left (a client that closed its stream): charged what was generated
 
 
 @dataclass
@@ -96,14 +67,20 @@ class MeteredCall:
 class Meter:
     """Holds the grant of every model call and charges it: one path for the ingress and the executor.
 
-    When the call ends, its tenant's usage statistics count it (a failure as an error) with the
-    cost the scheduler is charged: the actual cost when the call was charged, else the estimate.
+    When the call ends, its tenant's usage statistics count it with the cost the scheduler is
+    charged: the actual cost when the call was charged, else the estimate for a failure, and
+    nothing for a call refused for the client's own input. A refusal at admission (429, 503) is
+    counted as such, never as a request served.
     """
 
     def __init__(self, scheduler: SchedulerClient, costs: CostModels, ledger: UsageLedger) -> None:
         self.scheduler = scheduler
         self.costs = costs
         self.ledger = ledger
+
+    def estimate(self, service: str, request: Any) -> float:
+        """The cost charged at admission, from what the request asks for."""
+        return self.costs.estimate(service, requested_usage(service, request))
 
     @asynccontextmanager
     async def admitted(
@@ -117,18 +94,31 @@ class Meter:
         ticket: int | None = None,
     ) -> AsyncIterator[MeteredCall]:
         """The scheduler's grant for the block (see `SchedulerClient.admitted`), counted when it ends."""
-        async with self.scheduler.admitted(service, tenant, estimate, priority, wait, max_wait_s, ticket) as admission:
+        if ticket is None:
+            try:
+                ticket = await self.scheduler.grant(service, tenant, estimate, priority, wait, max_wait_s)
+            except PlatformError as exc:
+                if exc.status in REFUSALS:
+                    self.ledger.record(tenant, service, None, 0.0, Outcome.REFUSED)
+                raise
+        async with self.scheduler.admitted(service, tenant, estimate, priority, ticket=ticket) as admission:
             call = MeteredCall(admission)
-            failed = False
+            outcome = Outcome.SERVED
             try:
                 yield call
-            except Exception:
-                failed = True  # a cancelled caller (CancelledError) is not the model's error
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome = Outcome.DROPPED
+                raise
+            except Exception as exc:
+                error = unwrap(exc)
+                outcome = Outcome.REFUSED if error is not None and 400 <= error.status < 500 else Outcome.FAILED
                 raise
             finally:
                 # Before the grant's release, with the cost the release charges.
+                if outcome is Outcome.REFUSED:
+                    admission.actual_cost = 0.0
                 cost = admission.actual_cost if admission.actual_cost is not None else admission.estimate
-                self.ledger.record(tenant, service, call.usage, cost, failed)
+                self.ledger.record(tenant, service, call.usage, cost, outcome)
 
     def charge(self, call: MeteredCall, usage: Usage) -> None:
         """What the call used: its grant is released with the cost of `usage`."""
@@ -142,8 +132,9 @@ def usage_key(tenant: str, day: str, service: str) -> str:
 
 
 class UsageLedger:
-    """Per day (UTC), tenant and service: requests, errors, cost, tokens in and out, audio seconds
-    and images, kept in the state store.
+    """Per day (UTC), tenant and service: requests (admitted calls), errors, refusals (at admission,
+    or for the client's own bad input), dropped calls, cost, tokens in and out, audio seconds and
+    images, kept in the state store.
 
     `record` only adds to counters in memory; one task per process writes them with the store's
     atomic increment, so a burst of calls costs a few writes and no call waits for one. A process
@@ -156,13 +147,16 @@ class UsageLedger:
         self._pending: dict[str, dict[str, float]] = {}
         self._writer: asyncio.Task[None] | None = None
 
-    def record(self, tenant: str, service: str, usage: Usage | None, cost: float, failed: bool) -> None:
+    def record(self, tenant: str, service: str, usage: Usage | None, cost: float, outcome: Outcome) -> None:
         """Count one model call; `usage` None for a call that never said what it used."""
         day = datetime.fromtimestamp(self.clock(), timezone.utc).date().isoformat()
         used = usage or Usage()
+        refused = outcome is Outcome.REFUSED
         amounts = {
-            "requests": 1,
-            "errors": int(failed),
+            "requests": int(not refused),
+            "errors": int(outcome is Outcome.FAILED),
+            "refused": int(refused),
+            "dropped": int(outcome is Outcome.DROPPED),
             "cost": cost,
             "tokens_in": used.prompt_tokens or 0,
             "tokens_out": used.output_tokens or 0,

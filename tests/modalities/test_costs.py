@@ -1,11 +1,14 @@
+"""The cost models: each modality's default formula (its descriptor) and the config's replacements."""
+
 from __future__ import annotations
 
 import pytest
 
+from modalities import cost_models
 from scheduler.costs import CostModel, CostModels, Usage
 from scheduler.errors import InvalidSettings, UnknownService
 
-COSTS = CostModels()
+COSTS = cost_models()
 
 
 def test_llm_charges_prompt_tokens_plus_twice_the_output() -> None:
@@ -25,7 +28,7 @@ def test_unknown_output_is_the_default_budget_at_admission_and_nothing_at_releas
     usage = Usage(prompt_tokens=10)
     assert COSTS.estimate("llm", usage) == 10 + 2 * 256
     assert COSTS.actual("llm", usage) == 10
-    custom = CostModels(default_output_tokens=16)
+    custom = cost_models(default_output_tokens=16)
     assert custom.estimate("llm", usage) == 10 + 2 * 16
 
 
@@ -55,7 +58,7 @@ def test_unknown_service() -> None:
 
 
 def test_from_config_replaces_named_formulas_and_keeps_the_rest() -> None:
-    costs = CostModels.from_config(
+    costs = cost_models(
         {"llm": {"prompt_tokens": 1, "output_tokens": 3}, "tts": {"characters": 0.5, "minimum": 10}},
         chars_per_token=2.0,
     )
@@ -64,11 +67,11 @@ def test_from_config_replaces_named_formulas_and_keeps_the_rest() -> None:
     assert costs.actual("tts", Usage(characters=4)) == 10
     assert costs.actual("stt", Usage(audio_seconds=3)) == 3
     # A replaced formula keeps the service's default floor unless it names one.
-    assert CostModels.from_config({"stt": {"audio_seconds": 2}}).actual("stt", Usage()) == 0.1
+    assert cost_models({"stt": {"audio_seconds": 2}}).actual("stt", Usage()) == 0.1
 
 
 def test_new_services_can_be_configured() -> None:
-    costs = CostModels.from_config({"video": {"megapixel_steps": 2}})
+    costs = cost_models({"video": {"megapixel_steps": 2}})
     assert costs.actual("video", Usage(steps=10, megapixels=1)) == 20
 
 

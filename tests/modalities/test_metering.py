@@ -6,9 +6,10 @@ import asyncio
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from dag.metering import UsageLedger, read_usage, requested_usage, used
 from deployments.types import EmbedRequest, EmbedResult
-from scheduler.costs import CostModels, Usage
+from modalities import cost_models
+from modalities.metering import Outcome, UsageLedger, read_usage, requested_usage, used
+from scheduler.costs import Usage
 from state.store import SqliteStore
 
 TODAY = date(2026, 11, 22)
@@ -20,10 +21,10 @@ def at(day: date) -> float:
 
 def test_embeddings_cost_their_input_tokens() -> None:
     request = EmbedRequest(["abcdefgh", "abcd"])
-    assert CostModels().estimate("embed", requested_usage(request)) == 3  # 12 characters, 4 a token
+    assert cost_models().estimate("embed", requested_usage("embed", request)) == 3  # 12 characters, 4 a token
     result = EmbedResult(vectors=[[1.0], [1.0]], prompt_tokens=9)
-    assert used(request, result) == Usage(prompt_tokens=9, output_tokens=0)
-    assert CostModels().actual("embed", used(request, result)) == 9
+    assert used("embed", request, result) == Usage(prompt_tokens=9, output_tokens=0)
+    assert cost_models().actual("embed", used("embed", request, result)) == 9
 
 
 def test_ledger_counts_calls_per_day_tenant_and_service(tmp_path: Path) -> None:
@@ -33,15 +34,15 @@ def test_ledger_counts_calls_per_day_tenant_and_service(tmp_path: Path) -> None:
     ledger = UsageLedger(store, clock=lambda: at(clock["day"]))
 
     async def calls() -> None:
-        ledger.record("acme", "llm", Usage(prompt_tokens=10, output_tokens=5), 20.0, failed=False)
-        ledger.record("acme", "llm", None, 7.5, failed=True)
-        ledger.record("acme", "stt", Usage(audio_seconds=2.5), 2.5, failed=False)
-        ledger.record("globex", "text2pic", Usage(images=2, steps=4, megapixels=0.1), 0.4, failed=False)
+        ledger.record("acme", "llm", Usage(prompt_tokens=10, output_tokens=5), 20.0, Outcome.SERVED)
+        ledger.record("acme", "llm", None, 7.5, Outcome.FAILED)
+        ledger.record("acme", "stt", Usage(audio_seconds=2.5), 2.5, Outcome.SERVED)
+        ledger.record("globex", "text2pic", Usage(images=2, steps=4, megapixels=0.1), 0.4, Outcome.SERVED)
         await ledger.flush()
         clock["day"] = days["yesterday"]
-        ledger.record("acme", "llm", Usage(prompt_tokens=1, output_tokens=1), 3.0, failed=False)
+        ledger.record("acme", "llm", Usage(prompt_tokens=1, output_tokens=1), 3.0, Outcome.SERVED)
         clock["day"] = days["long ago"]
-        ledger.record("acme", "llm", Usage(prompt_tokens=1, output_tokens=1), 3.0, failed=False)
+        ledger.record("acme", "llm", Usage(prompt_tokens=1, output_tokens=1), 3.0, Outcome.SERVED)
         await ledger.flush()
 
     asyncio.run(calls())
@@ -57,6 +58,8 @@ def test_ledger_counts_calls_per_day_tenant_and_service(tmp_path: Path) -> None:
         "service": "llm",
         "requests": 2,
         "errors": 1,
+        "refused": 0,
+        "dropped": 0,
         "cost": 27.5,
         "tokens_in": 10,
         "tokens_out": 5,
@@ -77,8 +80,8 @@ def test_a_tenant_prefix_never_matches_another_tenant(tmp_path: Path) -> None:
     ledger = UsageLedger(store, clock=lambda: at(TODAY))
 
     async def calls() -> None:
-        ledger.record("acme", "llm", None, 1.0, failed=False)
-        ledger.record("acme-corp", "llm", None, 1.0, failed=False)
+        ledger.record("acme", "llm", None, 1.0, Outcome.SERVED)
+        ledger.record("acme-corp", "llm", None, 1.0, Outcome.SERVED)
         await ledger.flush()
 
     asyncio.run(calls())
@@ -92,7 +95,7 @@ def test_calls_recorded_while_a_write_runs_are_not_lost(tmp_path: Path) -> None:
 
     async def calls() -> None:
         for _ in range(burst):
-            ledger.record("acme", "tts", Usage(characters=10, audio_seconds=1.0), 10.0, failed=False)
+            ledger.record("acme", "tts", Usage(characters=10, audio_seconds=1.0), 10.0, Outcome.SERVED)
             await asyncio.sleep(0)
         await ledger.flush()
 

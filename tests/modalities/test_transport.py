@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from deployments.transport import BY_VALUE_MAX_BYTES, by_value, payload_bound
 from deployments.types import (
     CaptionRequest,
     ChatMessage,
@@ -12,6 +11,7 @@ from deployments.types import (
     SpeechRequest,
     TranscribeRequest,
 )
+from modalities.transport import BY_VALUE_MAX_BYTES, by_value, payload_bound
 
 SERVE_GRPC_CAP = 4 * 1024 * 1024
 
