@@ -190,6 +190,7 @@ class WorkflowExecutor:
         for node in record.data["nodes"].values():
             if node["status"] != Status.COMPLETED.value:
                 node.update(status=Status.PENDING.value, error=None, finished_at=None)
+                node.pop("progress", None)  # a new run counts its steps from the start
         record.data["cancel_requested"] = False
         record.data["status"] = Status.PENDING.value
         await self._save(record, {"type": "workflow", "status": Status.PENDING.value})
@@ -473,7 +474,7 @@ class WorkflowExecutor:
                 ) as call:
                     node.update(status=Status.RUNNING.value, started_at=node["started_at"] or now_rfc3339())
                     if modality.reports_progress:
-                        node["progress"] = 0
+                        node.setdefault("progress", 0)
                     self._node_event(record, node_id, Status.RUNNING)
                     if modality.reports_progress:
                         result = await self._streamed(record, node_id, handle, request)
@@ -500,8 +501,10 @@ class WorkflowExecutor:
     async def _streamed(self, record: WorkflowRecord, node_id: str, handle: Any, request: Any) -> Any:
         """The result of a long call that streams `Progress` chunks before it (a video's denoising
         steps). Each becomes the node's `progress` (0-100) with a `running` event, at most every
-        `PROGRESS_WRITE_S` and always at 100. A cancelled node cancels the call: the replica stops
-        its engine within a step, and the grant is released as the call ends here."""
+        `PROGRESS_WRITE_S` and always at 100. Progress never goes down: an attempt after a failed one
+        reports it again only once it has passed where the failed one stopped. A cancelled node
+        cancels the call: the replica stops its engine within a step, and the grant is released as
+        the call ends here."""
         node = record.node(node_id)
         responses = handle.options(stream=True).stream.remote(request)
         written_at = 0.0
@@ -510,7 +513,7 @@ class WorkflowExecutor:
                 if not isinstance(chunk, Progress):
                     return chunk
                 now = time.monotonic()
-                if chunk.percent != node.get("progress") and (
+                if chunk.percent > node.get("progress", 0) and (
                     chunk.percent == 100 or now - written_at >= PROGRESS_WRITE_S
                 ):
                     written_at = now

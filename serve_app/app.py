@@ -22,6 +22,7 @@ from serve_app.routes import (
     admin,
     admin_models,
     audio,
+    avatars,
     batches,
     chat,
     completions,
@@ -32,6 +33,7 @@ from serve_app.routes import (
     images,
     keys,
     models,
+    realtime,
     responses,
     usage,
     videos,
@@ -54,9 +56,22 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, settings=current_settings)
     app.add_middleware(RequestMetricsMiddleware)
     app.include_router(health.router)
-    openai_resources = (chat, completions, responses, files, batches, audio, images, videos, embeddings, models)
+    openai_resources = (
+        chat,
+        completions,
+        responses,
+        files,
+        batches,
+        audio,
+        images,
+        videos,
+        realtime,
+        embeddings,
+        models,
+    )
     for openai_resource in openai_resources:
         app.include_router(openai_resource.router)
+    app.include_router(avatars.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(admin_models.router)

@@ -88,7 +88,10 @@ class Platform:
         A JWT is checked on the event loop (microseconds, no I/O); a key is read from the state
         store in a thread, so a slow store never stalls the replica's other requests.
         """
-        token = bearer_token(request.headers.get("authorization"))
+        return await self.verify_token(bearer_token(request.headers.get("authorization")))
+
+    async def verify_token(self, token: str) -> Principal:
+        """The caller of a bearer token (a JWT or an API key), as `authenticate` checks it."""
         if token.startswith(API_KEY_PREFIX):
             return await asyncio.to_thread(self.keys.verify, token)
         return self.verifier.verify(token)
@@ -146,8 +149,13 @@ class Platform:
     # -------------------------------------------------------------- calls
 
     @asynccontextmanager
-    async def admitted(self, service: str, request: Any, principal: Principal) -> AsyncIterator[MeteredCall]:
+    async def admitted(
+        self, service: str, request: Any, principal: Principal, priority: str = "default"
+    ) -> AsyncIterator[MeteredCall]:
         """An interactive call's grant, with every error inside turned into its HTTP error.
+
+        `priority` orders the call among its own tenant's (a realtime session's turns are
+        `critical`); it never lets the tenant overtake another's fair share.
 
         Interactive calls do not wait on their tenant's quota: over it, they get 429 at once. They
         wait their turn in a busy service's fair queue, but at most `interactive_max_wait_s`: then
@@ -157,7 +165,7 @@ class Platform:
         max_wait_s = self.settings.scheduler.interactive_max_wait_s
         try:
             async with self.meter.admitted(
-                service, principal.tenant, estimate, wait=False, max_wait_s=max_wait_s
+                service, principal.tenant, estimate, priority=priority, wait=False, max_wait_s=max_wait_s
             ) as call:
                 yield call
                 log.info(
@@ -170,20 +178,22 @@ class Platform:
                 raise
             raise error from exc
 
-    async def call(self, service: str, request: Any, principal: Principal) -> Any:
+    async def call(self, service: str, request: Any, principal: Principal, priority: str = "default") -> Any:
         """One interactive model call, charged what it used."""
-        async with self.admitted(service, request, principal) as call:
+        async with self.admitted(service, request, principal, priority) as call:
             result = await handle_for(self.handles[service], request).run.remote(request)
             self.meter.charge(call, used(service, request, result))
             return result
 
-    async def stream(self, service: str, request: LLMRequest, principal: Principal) -> AsyncIterator[LLMChunk]:
+    async def stream(
+        self, service: str, request: LLMRequest, principal: Principal, priority: str = "default"
+    ) -> AsyncIterator[LLMChunk]:
         """A streamed interactive call (`llm`); the grant is held until the stream ends.
 
         A client that leaves mid-stream is charged what was generated until then: the engines
         stream a token a chunk, and the prompt as its estimate from its length.
         """
-        async with self.admitted(service, request, principal) as call:
+        async with self.admitted(service, request, principal, priority) as call:
             handle = handle_for(self.handles[service], request).options(stream=True)
             prompt = requested_usage(service, request)
             generated = 0

@@ -152,6 +152,10 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormatBody | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int | None, Field(ge=0, le=20)] = None
+    metadata: dict[str, str] | None = Field(
+        default=None,
+        description="Stored nowhere; `avatar` names a tenant's avatar, whose instructions lead as the system prompt.",
+    )
     # Refused when set: audio output, predicted outputs, the legacy function fields, web search.
     audio: Any = Field(default=None, description="Refused: audio output is not supported.")
     modalities: list[str] | None = Field(default=None, description='Only ["text"] is accepted.')

@@ -158,9 +158,13 @@ def platform_url(ray_cluster: None, platform_data_dir: Path, session_gemini: Fak
     `llm` fails over from llama.cpp to a cloud, the fake Gemini: reached only if llama.cpp fails,
     or when a test puts it first (tests/serve_app/test_http_models.py).
     """
-    gemini = {"name": "gemini", "options": {"base_url": session_gemini.url}}  # its key: GEMINI_API_KEY
-    llm = {"backends": [{"name": "llama_cpp"}, gemini]}
-    return deploy_platform(platform_data_dir, args={"services": {"llm": llm}})
+    return deploy_platform(platform_data_dir, args=session_args(session_gemini))
+
+
+def session_args(gemini: FakeGemini) -> dict[str, Any]:
+    """The app args of the session's platform (a test that redeploys it starts from them)."""
+    cloud = {"name": "gemini", "options": {"base_url": gemini.url}}  # its key: GEMINI_API_KEY
+    return {"services": {"llm": {"backends": [{"name": "llama_cpp"}, cloud]}}}
 
 
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:

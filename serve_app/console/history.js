@@ -12,9 +12,14 @@ function query() {
   return `/v1/${filters.kind}?${params}`;
 }
 
+// Filters change faster than pages arrive: only the answer to the latest request is shown, so a
+// slow earlier one never overwrites it.
+let latest = 0;
+
 export async function showHistory() {
+  const request = ++latest;
   const page = await act($("#hist-refresh"), () => api(query()));
-  if (!page) return;
+  if (!page || request !== latest) return;
   // A page past the end (after deletions, say): step back to the last one that has items.
   if (!page.items.length && filters.offset > 0 && page.total > 0) {
     filters.offset = Math.max(0, Math.floor((page.total - 1) / filters.limit) * filters.limit);

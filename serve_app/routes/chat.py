@@ -8,6 +8,7 @@ own, admitted and charged) and given to the LLM as `[image: <caption>]`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -27,6 +28,7 @@ from deployments.types import (
     ToolCall,
     ToolSpec,
 )
+from serve_app import avatars
 from serve_app.auth import Principal
 from serve_app.deps import authenticated, get_platform
 from serve_app.errors import ERROR_RESPONSES
@@ -149,6 +151,11 @@ async def prepare_chat(body: ChatCompletionRequest, platform: Platform, principa
     messages = await chat_messages(body, platform, principal)
     if not any(m.content.strip() or m.tool_calls or m.images for m in messages):
         raise invalid("messages", "the messages are empty")
+    avatar_id = (body.metadata or {}).get("avatar")
+    if avatar_id:  # the persona leads; another tenant's avatar is a 404
+        avatar = await asyncio.to_thread(avatars.get, platform, principal.tenant, avatar_id)
+        if avatar.get("instructions"):
+            messages.insert(0, ChatMessage(role="system", content=avatar["instructions"]))
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     return llm_request(
         body,

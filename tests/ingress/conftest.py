@@ -134,6 +134,27 @@ def swap_handle(ingress: InProcessPlatform) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def voice_handles(ingress: InProcessPlatform) -> dict[str, InProcessHandle]:
+    """Real faster-whisper (`stt`) and Piper (`tts`) replicas, as the platform configures them,
+    each loaded on its first call (under a second): for the tests that speak and listen."""
+    from deployments.serving import ModalityServer
+
+    settings = ingress.platform.settings
+
+    def replica(service: str) -> Any:
+        return ModalityServer(settings.service_config(service))
+
+    return {service: InProcessHandle(functools.partial(replica, service)) for service in ("stt", "tts")}
+
+
+@pytest.fixture()
+def real_voice(swap_handle: Any, voice_handles: dict[str, InProcessHandle]) -> None:
+    """The real `stt` and `tts` models in place of the canned ones, for one test."""
+    for service, handle in voice_handles.items():
+        swap_handle(service, handle)
+
+
+@pytest.fixture(scope="session")
 def ingress(tmp_path_factory: pytest.TempPathFactory) -> InProcessPlatform:
     # Event streams of a workflow that waits end soon, as `events_max_s` ends them.
     return in_process_platform(tmp_path_factory.mktemp("ingress-data"), {"events_max_s": EVENTS_MAX_S})

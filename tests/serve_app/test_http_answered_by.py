@@ -29,6 +29,10 @@ def gemini_first(platform_url: str, session_gemini: FakeGemini) -> Iterator[http
             yield http
         finally:
             session_gemini.reset()
+            # One good answer from the cloud clears the failures a test made it count, so that later
+            # tests find it `ready`; then the configured order again.
+            chat = {"model": "llm", "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 2}
+            assert http.post("/v1/chat/completions", json=chat).status_code == 200
             assert http.put("/v1/admin/models/llm", json={"backends": ["llama_cpp", "gemini"]}).status_code == 200
 
 
@@ -59,13 +63,14 @@ def test_after_a_failover_the_answer_names_the_backend_that_answered(
         )
     )
     assert {chunk.model for chunk in chunks} == {LOCAL}
-    completion = client.completions.create(model="llm", prompt="Once upon a time", max_tokens=3)
-    assert completion.model == LOCAL
-    assert session_gemini.requests  # the cloud was really tried first
+    # Two failures: below the chain's threshold, so the cloud does not cool down for later tests.
+    assert len(session_gemini.requests) >= 2  # the cloud was really tried first, each time
 
 
 def test_every_model_route_names_its_model(platform_url: str) -> None:
     client = openai.OpenAI(base_url=f"{platform_url}/v1", api_key=make_token(tenant="answered"), max_retries=0)
+    completion = client.completions.with_raw_response.create(model="llm", prompt="Once upon a time", max_tokens=3)
+    assert completion.parse().model == completion.headers[MODEL_HEADER] == LOCAL
     embedding = client.embeddings.with_raw_response.create(model="embed", input="a fox")
     assert embedding.parse().model == embedding.headers[MODEL_HEADER] == "all-MiniLM-L6-v2"
     speech = client.audio.speech.with_raw_response.create(

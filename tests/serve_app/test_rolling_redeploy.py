@@ -14,12 +14,15 @@ import httpx
 import pytest
 from ray import serve
 
-from tests.conftest import build_platform, make_token
+from tests.conftest import build_platform, make_token, session_args
+from tests.fakes.gemini_server import FakeGemini
 
 pytestmark = pytest.mark.ray
 
 
-def test_redeploy_during_a_running_workflow(platform_url: str, platform_data_dir: Path) -> None:
+def test_redeploy_during_a_running_workflow(
+    platform_url: str, platform_data_dir: Path, session_gemini: FakeGemini
+) -> None:
     headers = {"Authorization": f"Bearer {make_token(tenant='rolling')}"}
     body = {
         "nodes": {
@@ -35,7 +38,9 @@ def test_redeploy_during_a_running_workflow(platform_url: str, platform_data_dir
         while client.get(f"/v1/workflows/{workflow_id}").json()["nodes"]["first"]["status"] != "running":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        changed = build_platform(platform_data_dir, {"services": {"llm": {"timeout_s": 299}}})
+        args = session_args(session_gemini)
+        args["services"]["llm"]["timeout_s"] = 299  # a change of the llm deployment's config: a new version
+        changed = build_platform(platform_data_dir, args)
         serve.run(changed, name="labubu", route_prefix="/")  # returns once the new version is up
         deadline = time.monotonic() + 240
         while (record := client.get(f"/v1/workflows/{workflow_id}").json())["status"] not in ("completed", "failed"):

@@ -1,0 +1,615 @@
+"""One realtime session: its config, its conversation, its audio buffer, and the voice pipeline.
+
+The session speaks OpenAI's Realtime (GA) events over whatever carries them (a WebSocket, a
+WebRTC data channel): `handle` takes one client event as text, and `send` is given every server
+event as a dict. The pipeline: pcm16 at 24 kHz in → silero-vad (with `server_vad`) → `stt` at the
+end of speech → `llm` streamed → `tts` by sentence while the tokens arrive → pcm16 at 24 kHz out.
+Every model call is an ordinary `Platform` call at the tenant's `critical` priority. The
+conversation is the session's own: nothing outlives the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import unwrap
+from deployments.types import ChatMessage, LLMRequest, SpeechRequest, TranscribeRequest
+from serve_app.auth import Principal
+from serve_app.platform import Platform
+from serve_app.realtime.audio import VAD_RATE, WIRE_RATE, Vad, duration_ms, pcm_of, resample, wav_of
+
+log = logging.getLogger(__name__)
+
+PRIORITY = "critical"
+AUDIO_FORMAT = {"type": "audio/pcm", "rate": WIRE_RATE}
+DEFAULT_TURN_DETECTION: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+    "create_response": True,
+    "interrupt_response": True,
+}
+DEFAULT_MAX_OUTPUT_TOKENS = 256
+# While nobody speaks, the buffer keeps only this much audio (the prefix padding comes from it).
+IDLE_BUFFER_MS = 2_000
+MIN_COMMIT_MS = 100
+# One audio delta carries at most this much speech (OpenAI's are of the same order).
+AUDIO_DELTA_MS = 200
+# A sentence ends at . ! ? or a newline followed by a space; a long run without one is cut at a space.
+SENTENCE_END = re.compile(r"[.!?;:]+[\"')\]]*\s|\n+")
+MAX_SENTENCE_CHARS = 200
+CLIENT_EVENTS = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "response.create",
+    "response.cancel",
+)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class EventError(Exception):
+    """A client event the session refuses: answered with an `error` event; the session goes on."""
+
+    def __init__(self, code: str, message: str, param: str | None = None, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.kind = kind
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class SessionConfig:
+    """What `session.update` sets (the GA session's fields this platform honours)."""
+
+    instructions: str = "You are a helpful, friendly voice assistant. Answer briefly, in plain English sentences."
+    voice: str | None = None
+    output_modalities: list[str] = field(default_factory=lambda: ["audio"])
+    turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
+    transcription: dict[str, Any] | None = None
+    max_output_tokens: int | str = "inf"
+    avatar: str | None = None
+
+    def update(self, session: Any) -> None:
+        """Merge a `session.update`'s `session`, checking each field; nothing changes on an error."""
+        if not isinstance(session, dict):
+            raise EventError("invalid_value", "`session` must be an object", "session")
+        if session.get("type", "realtime") != "realtime":
+            raise EventError("invalid_value", "only `realtime` sessions are served", "session.type")
+        changes: dict[str, Any] = {}
+        if "instructions" in session:
+            changes["instructions"] = _text(session["instructions"], "session.instructions")
+        if "output_modalities" in session:
+            changes["output_modalities"] = modalities(session["output_modalities"], "session.output_modalities")
+        if "max_output_tokens" in session:
+            changes["max_output_tokens"] = max_tokens(session["max_output_tokens"], "session.max_output_tokens")
+        audio = session.get("audio") or {}
+        if not isinstance(audio, dict):
+            raise EventError("invalid_value", "`audio` must be an object", "session.audio")
+        audio_in, audio_out = audio.get("input") or {}, audio.get("output") or {}
+        for where, part in (("input", audio_in), ("output", audio_out)):
+            fmt = part.get("format")
+            if fmt is not None and (fmt.get("type") != "audio/pcm" or fmt.get("rate", WIRE_RATE) != WIRE_RATE):
+                raise EventError(
+                    "unsupported_value", "only audio/pcm at 24000 Hz is served", f"session.audio.{where}.format"
+                )
+        if "turn_detection" in audio_in:
+            changes["turn_detection"] = turn_detection(audio_in["turn_detection"])
+        if "transcription" in audio_in:
+            changes["transcription"] = audio_in["transcription"]
+        if "voice" in audio_out:
+            changes["voice"] = _text(audio_out["voice"], "session.audio.output.voice")
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def body(self, session_id: str, model: str) -> dict[str, Any]:
+        """The session object of `session.created` and `session.updated`."""
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": session_id,
+            "model": model,
+            "instructions": self.instructions,
+            "output_modalities": self.output_modalities,
+            "max_output_tokens": self.max_output_tokens,
+            "tool_choice": "auto",
+            "tools": [],
+            "audio": {
+                "input": {
+                    "format": AUDIO_FORMAT,
+                    "transcription": self.transcription,
+                    "turn_detection": self.turn_detection,
+                    "noise_reduction": None,
+                },
+                "output": {"format": AUDIO_FORMAT, "voice": self.voice or "default", "speed": 1.0},
+            },
+        }
+
+
+def _text(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise EventError("invalid_value", f"`{param}` must be a string", param)
+    return value
+
+
+def modalities(value: Any, param: str) -> list[str]:
+    if not isinstance(value, list) or value not in (["audio"], ["text"], ["text", "audio"], ["audio", "text"]):
+        raise EventError("invalid_value", f'`{param}` must be ["audio"] or ["text"]', param)
+    return ["text"] if value == ["text"] else ["audio"]
+
+
+def max_tokens(value: Any, param: str) -> int | str:
+    if value == "inf" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
+        return value
+    raise EventError("invalid_value", f'`{param}` must be "inf" or an integer from 1 to 4096', param)
+
+
+def turn_detection(value: Any) -> dict[str, Any] | None:
+    param = "session.audio.input.turn_detection"
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") != "server_vad":
+        raise EventError("unsupported_value", "turn detection is `server_vad` or null", param)
+    merged = {**DEFAULT_TURN_DETECTION, **{k: v for k, v in value.items() if v is not None}}
+    if not 0 < float(merged["threshold"]) < 1 or not 0 <= int(merged["silence_duration_ms"]) <= 10_000:
+        raise EventError("invalid_value", "threshold is in (0, 1) and silence_duration_ms in [0, 10000]", param)
+    return merged
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """The words of a conversation item: its text parts and audio transcripts."""
+    parts = [part.get("text") or part.get("transcript") or "" for part in item.get("content", [])]
+    return " ".join(p for p in parts if p).strip()
+
+
+def split_sentences(text: str) -> tuple[list[str], str]:
+    """The whole sentences at the start of `text`, and the rest (a sentence still being written)."""
+    sentences: list[str] = []
+    start = 0
+    for match in SENTENCE_END.finditer(text):
+        sentence = text[start : match.end()].strip()
+        if sentence:
+            sentences.append(sentence)
+        start = match.end()
+    rest = text[start:]
+    if len(rest) > MAX_SENTENCE_CHARS and " " in rest:
+        cut = rest.rindex(" ")
+        sentences.append(rest[:cut].strip())
+        rest = rest[cut + 1 :]
+    return sentences, rest
+
+
+@dataclass
+class Response:
+    """The response being generated: what has been sent of it, for `response.done` after a cancel."""
+
+    id: str
+    item_id: str
+    audio: bool
+    text: str = ""  # all the text generated
+    heard: str = ""  # the text whose audio was sent (audio responses)
+    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+    task: asyncio.Task[None] | None = None
+
+
+class RealtimeSession:
+    """A realtime conversation with one client; `handle` each client event, `close` at the end."""
+
+    def __init__(self, platform: Platform, principal: Principal, send: Send, model: str, config: SessionConfig) -> None:
+        self.platform = platform
+        self.principal = principal
+        self._send = send
+        self.model = model
+        self.config = config
+        self.id = new_id("sess")
+        self.items: list[dict[str, Any]] = []
+        self._buffer = bytearray()  # pcm16 at 24 kHz, not yet committed
+        self._buffer_start_ms = 0  # where the buffer starts on the session's audio timeline
+        self._vad: Vad | None = None
+        self._speech: tuple[str, int] | None = None  # (item id, start ms) while the user speaks
+        self._transcriptions: list[asyncio.Task[None]] = []
+        self.response: Response | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- events out
+
+    async def send(self, event_type: str, **fields: Any) -> None:
+        await self._send({"type": event_type, "event_id": new_id("event"), **fields})
+
+    async def error(self, exc: EventError, event_id: str | None = None) -> None:
+        error = {"type": exc.kind, "code": exc.code, "message": exc.message, "param": exc.param, "event_id": event_id}
+        await self.send("error", error=error)
+
+    async def start(self, greeting: str | None = None) -> None:
+        await self.send("session.created", session=self.config.body(self.id, self.model))
+        if greeting:
+            item = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": greeting}]}
+            await self._add_item(item)
+
+    async def close(self) -> None:
+        """Stop what still runs (the client left): a response, transcriptions."""
+        for task in [*self._tasks, *self._transcriptions]:
+            task.cancel()
+        if self.response and self.response.task:
+            self.response.task.cancel()
+
+    # ---------------------------------------------------------------- events in
+
+    async def handle(self, raw: str) -> None:
+        """One client event; a bad one answers an `error` event and the session goes on."""
+        event_id: str | None = None
+        try:
+            try:
+                event = json.loads(raw)
+            except (json.JSONDecodeError, TypeError):
+                raise EventError("invalid_json", "the event is not valid JSON") from None
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                raise EventError("invalid_event", "an event is a JSON object with a string `type`", "type")
+            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+            kind = event["type"]
+            if kind not in CLIENT_EVENTS:
+                raise EventError("unknown_event", f"unknown client event type {kind!r}", "type")
+            await getattr(self, "on_" + kind.replace(".", "_"))(event)
+        except EventError as exc:
+            await self.error(exc, event_id)
+
+    async def on_session_update(self, event: dict[str, Any]) -> None:
+        had_vad = self.config.turn_detection is not None
+        self.config.update(event.get("session"))
+        if had_vad and self.config.turn_detection is None:
+            self._vad, self._speech = None, None
+        elif self.config.turn_detection is not None and self._vad is not None:
+            self._vad = None  # made again with the new threshold and silence
+        await self.send("session.updated", session=self.config.body(self.id, self.model))
+
+    async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        audio = event.get("audio")
+        try:
+            pcm = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
+        except (binascii.Error, ValueError):
+            pcm = None
+        if pcm is None:
+            raise EventError("invalid_value", "`audio` must be base64 of pcm16 at 24 kHz", "audio")
+        self._buffer += pcm
+        if self.config.turn_detection is None:
+            return
+        if self._vad is None:
+            td = self.config.turn_detection
+            self._vad = await asyncio.to_thread(Vad, float(td["threshold"]), int(td["silence_duration_ms"]))
+        vad = self._vad
+        chunk_16k = resample(pcm, WIRE_RATE, VAD_RATE)
+        for vad_event in await asyncio.to_thread(vad.feed, chunk_16k):
+            if vad_event.kind == "start":
+                await self._speech_started(vad_event.ms)
+            elif self._speech is not None:
+                await self._speech_stopped(vad_event.ms)
+        if self._speech is None:
+            self._trim(self._end_ms() - IDLE_BUFFER_MS)
+
+    async def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
+        if duration_ms(bytes(self._buffer)) < MIN_COMMIT_MS:
+            raise EventError(
+                "input_audio_buffer_commit_empty", f"the buffer holds less than {MIN_COMMIT_MS} ms of audio"
+            )
+        item_id = self._speech[0] if self._speech else new_id("item")
+        self._speech = None
+        await self._commit(item_id, self._buffer_start_ms, self._end_ms())
+
+    async def on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        self._trim(self._end_ms())
+        self._speech = None
+        if self._vad is not None:
+            self._vad.reset()
+        await self.send("input_audio_buffer.cleared")
+
+    async def on_conversation_item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict) or item.get("type") != "message":
+            raise EventError("invalid_value", "only `message` items are served", "item.type")
+        role = item.get("role")
+        if role not in ("user", "assistant", "system"):
+            raise EventError("invalid_value", "`role` is user, assistant or system", "item.role")
+        content = item.get("content")
+        kinds = {"user": "input_text", "system": "input_text", "assistant": "output_text"}
+        if not isinstance(content, list) or not content:
+            raise EventError("invalid_value", "`content` is a non-empty list", "item.content")
+        for index, part in enumerate(content):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") not in (kinds[role], "text")
+                or not isinstance(part.get("text"), str)
+            ):
+                raise EventError(
+                    "invalid_value", f"a {role} message's content is {kinds[role]} parts", f"item.content[{index}]"
+                )
+        clean = {
+            "id": item.get("id") if isinstance(item.get("id"), str) else new_id("item"),
+            "type": "message",
+            "role": role,
+            "content": [{"type": kinds[role], "text": part["text"]} for part in content],
+        }
+        await self._add_item(clean)
+
+    async def on_response_create(self, event: dict[str, Any]) -> None:
+        if self.response is not None:
+            raise EventError("conversation_already_has_active_response", "a response is in progress: cancel it or wait")
+        options = event.get("response") or {}
+        if not isinstance(options, dict):
+            raise EventError("invalid_value", "`response` must be an object", "response")
+        instructions = _text(options["instructions"], "response.instructions") if "instructions" in options else None
+        output = (
+            modalities(options["output_modalities"], "response.output_modalities")
+            if "output_modalities" in options
+            else self.config.output_modalities
+        )
+        limit = (
+            max_tokens(options["max_output_tokens"], "response.max_output_tokens")
+            if "max_output_tokens" in options
+            else self.config.max_output_tokens
+        )
+        self._start_response(instructions, output, limit)
+
+    async def on_response_cancel(self, event: dict[str, Any]) -> None:
+        if self.response is None or self.response.task is None:
+            raise EventError("response_cancel_not_active", "no response is in progress")
+        self.response.task.cancel()
+
+    # ---------------------------------------------------------------- input audio
+
+    def _end_ms(self) -> int:
+        return self._buffer_start_ms + duration_ms(bytes(self._buffer))
+
+    def _trim(self, until_ms: int) -> None:
+        """Drop the buffered audio before `until_ms` on the session's timeline."""
+        drop_ms = min(max(0, until_ms - self._buffer_start_ms), duration_ms(bytes(self._buffer)))
+        drop_bytes = drop_ms * WIRE_RATE // 1000 * 2
+        del self._buffer[:drop_bytes]
+        self._buffer_start_ms += drop_ms
+
+    async def _speech_started(self, ms: int) -> None:
+        assert self.config.turn_detection is not None
+        start = max(self._buffer_start_ms, ms - int(self.config.turn_detection["prefix_padding_ms"]))
+        self._speech = (new_id("item"), start)
+        await self.send("input_audio_buffer.speech_started", audio_start_ms=start, item_id=self._speech[0])
+        if self.response is not None and self.response.task and self.config.turn_detection["interrupt_response"]:
+            self.response.task.cancel()  # barge-in
+
+    async def _speech_stopped(self, ms: int) -> None:
+        assert self._speech is not None and self.config.turn_detection is not None
+        item_id, start = self._speech
+        self._speech = None
+        await self.send("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id)
+        await self._commit(item_id, start, ms)
+        if self.config.turn_detection["create_response"]:
+            if self.response is not None and self.response.task:
+                self.response.task.cancel()
+                await asyncio.gather(self.response.task, return_exceptions=True)
+            self._start_response(None, self.config.output_modalities, self.config.max_output_tokens)
+
+    async def _commit(self, item_id: str, start_ms: int, end_ms: int) -> None:
+        """The buffered audio from `start_ms` to `end_ms` becomes a user item, transcribed by `stt`."""
+        self._trim(start_ms)
+        take = max(0, end_ms - self._buffer_start_ms) * WIRE_RATE // 1000 * 2
+        pcm = bytes(self._buffer[:take])
+        self._trim(end_ms)
+        previous = self.items[-1]["id"] if self.items else None
+        await self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
+        item = {
+            "id": item_id,
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self.items.append(item)
+        await self.send("conversation.item.added", item=item, previous_item_id=previous)
+        self._transcriptions.append(asyncio.create_task(self._transcribe(item, pcm)))
+
+    async def _transcribe(self, item: dict[str, Any], pcm: bytes) -> None:
+        language = (self.config.transcription or {}).get("language")
+        request = TranscribeRequest(audio=wav_of(resample(pcm, WIRE_RATE, VAD_RATE), VAD_RATE), language=language)
+        try:
+            result = await self.platform.call("stt", request, self.principal, PRIORITY)
+        except Exception as exc:
+            item["content"][0]["transcript"] = ""
+            error = model_error(exc)
+            await self.send(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=item["id"],
+                content_index=0,
+                error={"type": error.kind, "code": error.code, "message": error.message, "param": None},
+            )
+            return
+        transcript = result.text.strip()
+        item["content"][0]["transcript"] = transcript
+        await self.send(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item["id"],
+            content_index=0,
+            transcript=transcript,
+            usage={"type": "duration", "seconds": result.audio_seconds},
+        )
+        await self.send("conversation.item.done", item=item)
+
+    async def _add_item(self, item: dict[str, Any]) -> None:
+        previous = self.items[-1]["id"] if self.items else None
+        item = {"status": "completed", **item}
+        self.items.append(item)
+        await self.send("conversation.item.added", item=item, previous_item_id=previous)
+        await self.send("conversation.item.done", item=item, previous_item_id=previous)
+
+    # ---------------------------------------------------------------- responses
+
+    def _start_response(self, instructions: str | None, output: list[str], limit: int | str) -> None:
+        response = Response(new_id("resp"), new_id("item"), audio=output == ["audio"])
+        self.response = response
+        response.task = asyncio.create_task(self._run_response(response, instructions, limit))
+
+    def messages(self, instructions: str | None) -> list[ChatMessage]:
+        """The conversation as the `llm` takes it, the instructions first."""
+        messages = [ChatMessage(role="system", content=instructions or self.config.instructions)]
+        for item in self.items:
+            text = item_text(item)
+            if text:
+                messages.append(ChatMessage(role=item["role"], content=text))
+        return messages
+
+    def _response_body(self, response: Response, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        usage = response.usage
+        return {
+            "id": response.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": None if status in ("completed", "in_progress") else {"type": status},
+            "conversation_id": self.id,
+            "output": output,
+            "output_modalities": ["audio"] if response.audio else ["text"],
+            "audio": {"output": {"format": AUDIO_FORMAT, "voice": self.config.voice or "default"}},
+            "max_output_tokens": self.config.max_output_tokens,
+            "metadata": None,
+            "usage": {
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": usage["output_tokens"],
+                "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+                "input_token_details": {"text_tokens": usage["input_tokens"], "audio_tokens": 0, "cached_tokens": 0},
+                "output_token_details": {"text_tokens": usage["output_tokens"], "audio_tokens": 0},
+            },
+        }
+
+    def _assistant_item(self, response: Response, status: str) -> dict[str, Any]:
+        if response.audio:
+            # A cancelled answer keeps only what was spoken.
+            transcript = response.text if status == "completed" else response.heard
+            part: dict[str, Any] = {"type": "output_audio", "transcript": transcript}
+        else:
+            part = {"type": "output_text", "text": response.text}
+        return {
+            "id": response.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": [part],
+        }
+
+    async def _run_response(self, response: Response, instructions: str | None, limit: int | str) -> None:
+        """Generate a response; a cancel (barge-in, `response.cancel`) ends it `cancelled`, with
+        the assistant's item holding only what was sent (for audio, what was spoken)."""
+        status = "completed"
+        try:
+            await self._generate(response, instructions, limit)
+        except asyncio.CancelledError:
+            status = "cancelled"
+        except Exception as exc:
+            status = "failed"
+            await self.error(model_error(exc))
+        finally:
+            if self.response is response:
+                self.response = None
+        item = self._assistant_item(response, "completed" if status == "completed" else "incomplete")
+        if item_text(item):
+            self.items.append(item)
+        await self.send("response.done", response=self._response_body(response, status, [item]))
+
+    async def _generate(self, response: Response, instructions: str | None, limit: int | str) -> None:
+        if self._transcriptions:  # the user's words first (`wait`: a cancel here leaves them running)
+            await asyncio.wait(self._transcriptions)
+            self._transcriptions = [t for t in self._transcriptions if not t.done()]
+        await self.send("response.created", response=self._response_body(response, "in_progress", []))
+        common = {"response_id": response.id, "item_id": response.item_id, "output_index": 0}
+        item = self._assistant_item(response, "in_progress")
+        item["content"] = []
+        previous = self.items[-1]["id"] if self.items else None
+        await self.send("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        await self.send("conversation.item.added", item=item, previous_item_id=previous)
+        part: dict[str, Any] = {"type": "audio", "transcript": ""} if response.audio else {"type": "text", "text": ""}
+        await self.send("response.content_part.added", **common, content_index=0, part=part)
+
+        max_tokens = DEFAULT_MAX_OUTPUT_TOKENS if limit == "inf" else int(limit)
+        max_tokens = min(max_tokens, self.platform.settings.llm_max_tokens)
+        request = LLMRequest(messages=self.messages(instructions), max_tokens=max_tokens)
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(self._speak(response, sentences)) if response.audio else None
+        self._tasks.update({speaker} if speaker else set())
+        pending = ""
+        delta_event = "response.output_audio_transcript.delta" if response.audio else "response.output_text.delta"
+        try:
+            async for chunk in self.platform.stream("llm", request, self.principal, PRIORITY):
+                if chunk.finish_reason is not None:
+                    response.usage = {
+                        "input_tokens": chunk.prompt_tokens or 0,
+                        "output_tokens": chunk.completion_tokens or 0,
+                    }
+                if not chunk.text:
+                    continue
+                response.text += chunk.text
+                await self.send(delta_event, **common, content_index=0, delta=chunk.text)
+                if speaker is not None:
+                    ready, pending = split_sentences(pending + chunk.text)
+                    for sentence in ready:
+                        sentences.put_nowait(sentence)
+            if speaker is not None:
+                if pending.strip():
+                    sentences.put_nowait(pending.strip())
+                sentences.put_nowait(None)
+                await speaker
+        finally:
+            if speaker is not None:
+                speaker.cancel()
+                self._tasks.discard(speaker)
+        response.text = response.text.strip()
+        if response.audio:
+            await self.send("response.output_audio.done", **common, content_index=0)
+            await self.send(
+                "response.output_audio_transcript.done", **common, content_index=0, transcript=response.text
+            )
+            part = {"type": "audio", "transcript": response.text}
+        else:
+            await self.send("response.output_text.done", **common, content_index=0, text=response.text)
+            part = {"type": "text", "text": response.text}
+        await self.send("response.content_part.done", **common, content_index=0, part=part)
+        done = self._assistant_item(response, "completed")
+        await self.send("response.output_item.done", response_id=response.id, output_index=0, item=done)
+        await self.send("conversation.item.done", item=done)
+
+    async def _speak(self, response: Response, sentences: asyncio.Queue[str | None]) -> None:
+        """`tts` for each sentence as it comes, its audio sent as pcm16 24 kHz deltas."""
+        common = {"response_id": response.id, "item_id": response.item_id, "output_index": 0, "content_index": 0}
+        step = AUDIO_DELTA_MS * WIRE_RATE // 1000 * 2
+        while (sentence := await sentences.get()) is not None:
+            request = SpeechRequest(text=sentence, voice=self.config.voice)
+            result = await self.platform.call("tts", request, self.principal, PRIORITY)
+            pcm = await asyncio.to_thread(pcm_of, result.wav, WIRE_RATE)
+            for offset in range(0, len(pcm), step):
+                delta = base64.b64encode(pcm[offset : offset + step]).decode()
+                await self.send("response.output_audio.delta", **common, delta=delta)
+            response.heard = f"{response.heard} {sentence}".strip()
+
+
+def model_error(exc: Exception) -> EventError:
+    """A model call's failure as an `error` event (its stable code, as the HTTP routes answer it)."""
+    error = unwrap(exc)
+    if error is None:
+        log.exception("realtime model call failed", exc_info=exc)
+        return EventError("server_error", "the model call failed", kind="server_error")
+    return EventError(
+        error.code, error.message, kind="server_error" if error.status >= 500 else "invalid_request_error"
+    )
