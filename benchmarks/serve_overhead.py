@@ -10,11 +10,12 @@ adds up the memory of the Ray cluster with all the CPU models loaded.
     .venv/bin/python benchmarks/serve_overhead.py [--requests 30]
 
 Last line: {"overhead_ms": {"llm": {"p50": ms, "p95": ms}, ...}, "rss_mb": N, "serve_floor_ms":
-{"p50": ms, "p95": ms}, "rss_sum_mb": N}, every service of `modalities.SERVICES` (the
-issue's five, and `embed`). `rss_mb` is the cluster's resident memory with each shared page counted
-once (the sum of the processes' proportional set sizes, PSS): the physical memory it takes.
-`rss_sum_mb` adds up each process's RSS, which counts the pages the model processes share (the
-torch and Python libraries) once per process, so it overstates the total.
+{"p50": ms, "p95": ms}, "rss_sum_mb": N}, for each service with a short call (the first
+issue's five, and `embed`; `text2video`'s long calls are measured by benchmarks/video.py).
+`rss_mb` is the cluster's resident memory with each shared page counted once (the sum of the
+processes' proportional set sizes, PSS): the physical memory it takes. `rss_sum_mb` adds up each
+process's RSS, which counts the pages the model processes share (the torch and Python libraries)
+once per process, so it overstates the total.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from deployments.types import (
     SpeechRequest,
     TranscribeRequest,
 )
-from modalities import SERVICES
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
@@ -203,8 +203,7 @@ def main() -> None:
         f"{'service':<10} {'direct p50':>11} {'served p50':>11} {'overhead p50':>13} {'direct p95':>11} "
         f"{'served p95':>11} {'overhead p95':>13}"
     )
-    for service in SERVICES:
-        r = rows[service]
+    for service, r in rows.items():
         print(
             f"{service:<10} {r['direct_p50']:>9.1f}ms {r['served_p50']:>9.1f}ms {r['p50']:>11.1f}ms "
             f"{r['direct_p95']:>9.1f}ms {r['served_p95']:>9.1f}ms {r['p95']:>11.1f}ms"
@@ -223,7 +222,7 @@ def main() -> None:
         f"(PSS); {rss_sum_mb:.0f} MB as a plain sum of the processes' RSS"
     )
     result = {
-        "overhead_ms": {s: {"p50": round(rows[s]["p50"], 2), "p95": round(rows[s]["p95"], 2)} for s in SERVICES},
+        "overhead_ms": {s: {"p50": round(rows[s]["p50"], 2), "p95": round(rows[s]["p95"], 2)} for s in rows},
         "rss_mb": round(pss_mb),
         "serve_floor_ms": {"p50": round(floor_p50, 2), "p95": round(floor_p95, 2)},
         "rss_sum_mb": round(rss_sum_mb),
