@@ -17,6 +17,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field
 
 from serve_app.errors import not_found
+from serve_app.files import cursor_page
 from serve_app.platform import Platform
 from state.store import IndexEntry
 
@@ -169,18 +170,4 @@ def delete(platform: Platform, tenant: str, avatar_id: str) -> None:
 
 def page(platform: Platform, tenant: str, limit: int, after: str | None, newest_first: bool) -> dict[str, Any]:
     """One page of the tenant's avatars after the avatar `after` (OpenAI's cursor)."""
-    index = list_index(tenant)
-    offset = 0
-    if after is not None:
-        keys = platform.store.index_page(index, 0, platform.store.index_count(index), newest_first)
-        key = f"{tenant}/{after}"
-        offset = keys.index(key) + 1 if key in keys else len(keys)
-    keys = platform.store.index_page(index, offset, limit + 1, newest_first)
-    found = [public(a) for a in platform.store.get_many(AVATARS, keys[:limit]) if a is not None]
-    return {
-        "object": "list",
-        "data": found,
-        "first_id": found[0]["id"] if found else None,
-        "last_id": found[-1]["id"] if found else None,
-        "has_more": len(keys) > limit,
-    }
+    return cursor_page(platform, AVATARS, list_index(tenant), tenant, limit, after, newest_first, public)

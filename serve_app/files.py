@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -98,16 +99,29 @@ def delete(platform: Platform, tenant: str, file_id: str) -> None:
 def page(
     platform: Platform, tenant: str, purpose: str | None, limit: int, after: str | None, newest_first: bool
 ) -> dict[str, Any]:
-    """One page of the tenant's files after the file `after` (OpenAI's cursor): a page of keys of
-    the index, then only those documents."""
-    index = list_index(tenant, purpose)
+    """One page of the tenant's files after the file `after` (OpenAI's cursor)."""
+    return cursor_page(platform, FILES, list_index(tenant, purpose), tenant, limit, after, newest_first, public)
+
+
+def cursor_page(
+    platform: Platform,
+    namespace: str,
+    index: str,
+    tenant: str,
+    limit: int,
+    after: str | None,
+    newest_first: bool,
+    public: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """OpenAI's cursor list of a tenant's documents (keys `<tenant>/<id>`) after the id `after`: a
+    page of keys of the index, then only those documents."""
     offset = 0
     if after is not None:
         keys = platform.store.index_page(index, 0, platform.store.index_count(index), newest_first)
         key = f"{tenant}/{after}"
         offset = keys.index(key) + 1 if key in keys else len(keys)
     keys = platform.store.index_page(index, offset, limit + 1, newest_first)
-    found = [public(f) for f in platform.store.get_many(FILES, keys[:limit]) if f is not None]
+    found = [public(d) for d in platform.store.get_many(namespace, keys[:limit]) if d is not None]
     return {
         "object": "list",
         "data": found,

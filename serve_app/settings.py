@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     # An event stream (SSE) ends after this long; its client resumes with Last-Event-ID.
     events_max_s: float = Field(default=600.0, gt=0)
     llm_max_tokens: int = Field(default=4096, ge=1)
+    # The host addresses WebRTC calls offer as ICE candidates; empty: every interface's but loopback
+    # (aioice's default). Tests on one machine set ["127.0.0.1"].
+    realtime_ice_addresses: tuple[str, ...] = ()
     # `tiny-random` serves every modality that has offline fixtures with them (its `offline_backends`).
     image_backends: Literal["hub", "tiny-random"] = "hub"
     s3_bucket: str = ""

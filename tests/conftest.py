@@ -113,6 +113,8 @@ def platform_args(data_dir: Path, args: dict | None = None) -> dict:  # type: ig
         "max_body_bytes": 2 * 1024 * 1024,
         # Short, so that tests/serve_app/test_limits.py sees a stalled upload cut off in seconds.
         "body_timeout_s": 5,
+        # WebRTC calls (tests/console/test_talk.py) stay on loopback.
+        "realtime_ice_addresses": ["127.0.0.1"],
         "deployment_options": TEST_DEPLOYMENT_OPTIONS,
         **(args or {}),
     }

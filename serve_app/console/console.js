@@ -1,15 +1,16 @@
 // The console's entry point: signing in with a token, and the views behind `#/build`, `#/watch`,
-// `#/history`, `#/usage` and `#/admin`.
+// `#/history`, `#/usage`, `#/talk` and `#/admin`.
 
 import { initAdmin, showAdmin, stopAdmin } from "./admin.js";
 import { api, session, tokenClaims } from "./api.js";
 import { initBuilder } from "./builder.js";
 import { initHistory, showHistory } from "./history.js";
+import { initTalk, showTalk, stopTalk } from "./talk.js";
 import { $, clearError, formatTime, showError } from "./ui.js";
 import { initUsage, setUsageRole, showUsage } from "./usage.js";
 import { initWatch, showWatch, stopWatch } from "./watch.js";
 
-const VIEWS = ["signin", "build", "watch", "history", "usage", "admin"];
+const VIEWS = ["signin", "build", "watch", "history", "usage", "talk", "admin"];
 let identity = null; // {tenant, role, sub, expires} once signed in
 
 /**
@@ -70,6 +71,7 @@ function show(view) {
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
   if (view !== "watch") stopWatch();
   if (view !== "admin") stopAdmin();
+  if (view !== "talk") stopTalk();
 }
 
 function route() {
@@ -84,6 +86,9 @@ function route() {
   } else if (view === "usage") {
     show("usage");
     showUsage();
+  } else if (view === "talk") {
+    show("talk");
+    showTalk();
   } else if (view === "admin" && identity.role === "admin") {
     show("admin");
     showAdmin();
@@ -98,6 +103,7 @@ function init() {
   initWatch();
   initAdmin();
   initUsage();
+  initTalk();
   $("#signin-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const token = $("#token-input")

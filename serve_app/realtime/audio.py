@@ -67,7 +67,7 @@ class Vad:
     state lives in the wrapper, so sessions never share it. Blocking: feed it from a thread.
     """
 
-    def __init__(self, threshold: float = 0.5, silence_ms: int = 500) -> None:
+    def __init__(self, threshold: float = 0.5, silence_ms: int = 500, origin_ms: int = 0) -> None:
         from silero_vad import VADIterator, load_silero_vad
 
         self._iterator: Any = VADIterator(
@@ -78,7 +78,7 @@ class Vad:
             speech_pad_ms=0,
         )
         self._pending = b""
-        self._offset = 0  # samples fed so far (the iterator counts the same)
+        self._origin_ms = origin_ms  # where on the session's timeline its first sample is
 
     def feed(self, pcm16k: bytes) -> list[VadEvent]:
         """The starts and stops in the audio fed so far (a frame at a time)."""
@@ -91,11 +91,10 @@ class Vad:
             frame, self._pending = self._pending[:frame_bytes], self._pending[frame_bytes:]
             samples = torch.from_numpy(np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0)
             found = self._iterator(samples)
-            self._offset += VAD_FRAME
             if found and "start" in found:
-                events.append(VadEvent("start", int(found["start"]) * 1000 // VAD_RATE))
+                events.append(VadEvent("start", self._origin_ms + int(found["start"]) * 1000 // VAD_RATE))
             elif found and "end" in found:
-                events.append(VadEvent("stop", int(found["end"]) * 1000 // VAD_RATE))
+                events.append(VadEvent("stop", self._origin_ms + int(found["end"]) * 1000 // VAD_RATE))
         return events
 
     def reset(self) -> None:

@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from common.errors import unwrap
 from deployments.types import ChatMessage, LLMRequest, SpeechRequest, TranscribeRequest
@@ -43,11 +43,17 @@ DEFAULT_MAX_OUTPUT_TOKENS = 256
 # While nobody speaks, the buffer keeps only this much audio (the prefix padding comes from it).
 IDLE_BUFFER_MS = 2_000
 MIN_COMMIT_MS = 100
+MAX_CONTEXT_ITEMS = 24
 # One audio delta carries at most this much speech (OpenAI's are of the same order).
 AUDIO_DELTA_MS = 200
 # A sentence ends at . ! ? or a newline followed by a space; a long run without one is cut at a space.
 SENTENCE_END = re.compile(r"[.!?;:]+[\"')\]]*\s|\n+")
 MAX_SENTENCE_CHARS = 200
+# The first piece of an answer is spoken at its first comma (after this many words at least) or
+# once this many words are written, whichever comes first.
+FIRST_CLAUSE = re.compile(r"[,;:]\s")
+FIRST_CHUNK_MIN_WORDS = 3
+FIRST_CHUNK_WORDS = 6
 CLIENT_EVENTS = (
     "session.update",
     "input_audio_buffer.append",
@@ -59,6 +65,15 @@ CLIENT_EVENTS = (
 )
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class AudioSink(Protocol):
+    """Where a session's speech goes instead of `response.output_audio.delta` events (a WebRTC
+    track): pcm16 at 24 kHz, and `clear` drops what is not yet played (barge-in)."""
+
+    def write(self, pcm: bytes) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 class EventError(Exception):
@@ -90,6 +105,14 @@ class SessionConfig:
 
     def update(self, session: Any) -> None:
         """Merge a `session.update`'s `session`, checking each field; nothing changes on an error."""
+        try:
+            changes = self._changes(session)
+        except (TypeError, ValueError, AttributeError):  # a field of the wrong shape, deep inside
+            raise EventError("invalid_value", "the session has a field of the wrong type", "session") from None
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def _changes(self, session: Any) -> dict[str, Any]:
         if not isinstance(session, dict):
             raise EventError("invalid_value", "`session` must be an object", "session")
         if session.get("type", "realtime") != "realtime":
@@ -114,11 +137,17 @@ class SessionConfig:
         if "turn_detection" in audio_in:
             changes["turn_detection"] = turn_detection(audio_in["turn_detection"])
         if "transcription" in audio_in:
-            changes["transcription"] = audio_in["transcription"]
+            transcription = audio_in["transcription"]
+            if transcription is not None and (
+                not isinstance(transcription, dict) or not isinstance(transcription.get("language") or "", str)
+            ):
+                raise EventError(
+                    "invalid_value", "`transcription` is null or an object", "session.audio.input.transcription"
+                )
+            changes["transcription"] = transcription
         if "voice" in audio_out:
             changes["voice"] = _text(audio_out["voice"], "session.audio.output.voice")
-        for name, value in changes.items():
-            setattr(self, name, value)
+        return changes
 
     def body(self, session_id: str, model: str) -> dict[str, Any]:
         """The session object of `session.created` and `session.updated`."""
@@ -180,8 +209,11 @@ def item_text(item: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p).strip()
 
 
-def split_sentences(text: str) -> tuple[list[str], str]:
-    """The whole sentences at the start of `text`, and the rest (a sentence still being written)."""
+def split_sentences(text: str, first: bool = False) -> tuple[list[str], str]:
+    """The whole sentences at the start of `text`, and the rest (a sentence still being written).
+
+    `first`: nothing has been spoken yet, so a clause (to a comma) or the first few words go
+    ahead on their own: the first audio leaves sooner, at a small cost in prosody."""
     sentences: list[str] = []
     start = 0
     for match in SENTENCE_END.finditer(text):
@@ -190,10 +222,17 @@ def split_sentences(text: str) -> tuple[list[str], str]:
             sentences.append(sentence)
         start = match.end()
     rest = text[start:]
-    if len(rest) > MAX_SENTENCE_CHARS and " " in rest:
-        cut = rest.rindex(" ")
+    while len(rest) > MAX_SENTENCE_CHARS and " " in rest[1:MAX_SENTENCE_CHARS]:
+        cut = rest.rindex(" ", 1, MAX_SENTENCE_CHARS)
         sentences.append(rest[:cut].strip())
         rest = rest[cut + 1 :]
+    if first and not sentences:
+        for clause in FIRST_CLAUSE.finditer(rest):
+            if len(rest[: clause.start()].split()) >= FIRST_CHUNK_MIN_WORDS:
+                return [rest[: clause.end()].strip()], rest[clause.end() :]
+        complete = rest[: rest.rfind(" ")].split() if " " in rest.strip() else []  # the last word may go on
+        if len(complete) >= FIRST_CHUNK_WORDS:
+            return [" ".join(complete)], rest[rest.rfind(" ") + 1 :]
     return sentences, rest
 
 
@@ -208,13 +247,23 @@ class Response:
     heard: str = ""  # the text whose audio was sent (audio responses)
     usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
     task: asyncio.Task[None] | None = None
+    announced: bool = False  # `response.created` was sent
 
 
 class RealtimeSession:
     """A realtime conversation with one client; `handle` each client event, `close` at the end."""
 
-    def __init__(self, platform: Platform, principal: Principal, send: Send, model: str, config: SessionConfig) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        principal: Principal,
+        send: Send,
+        model: str,
+        config: SessionConfig,
+        audio_sink: AudioSink | None = None,
+    ) -> None:
         self.platform = platform
+        self.audio_sink = audio_sink
         self.principal = principal
         self._send = send
         self.model = model
@@ -270,14 +319,17 @@ class RealtimeSession:
             await getattr(self, "on_" + kind.replace(".", "_"))(event)
         except EventError as exc:
             await self.error(exc, event_id)
+        except Exception:  # a bug: reported to the client and logged, and the session goes on
+            log.exception("realtime event failed", extra={"tenant": self.principal.tenant})
+            await self.error(EventError("server_error", "the event failed", kind="server_error"), event_id)
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
-        had_vad = self.config.turn_detection is not None
+        before = self.config.turn_detection
         self.config.update(event.get("session"))
-        if had_vad and self.config.turn_detection is None:
-            self._vad, self._speech = None, None
-        elif self.config.turn_detection is not None and self._vad is not None:
-            self._vad = None  # made again with the new threshold and silence
+        if self.config.turn_detection != before:  # the VAD is made again with the new threshold and silence
+            self._vad = None
+            if self.config.turn_detection is None:
+                self._speech = None
         await self.send("session.updated", session=self.config.body(self.id, self.model))
 
     async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
@@ -288,12 +340,18 @@ class RealtimeSession:
             pcm = None
         if pcm is None:
             raise EventError("invalid_value", "`audio` must be base64 of pcm16 at 24 kHz", "audio")
+        await self.append_audio(pcm)
+
+    async def append_audio(self, pcm: bytes) -> None:
+        """The user's audio (pcm16, 24 kHz), from an append event or a WebRTC track: buffered, and
+        heard by the VAD when turn detection is on."""
+        td = self.config.turn_detection
+        if td is not None and self._vad is None:  # it counts time from where the buffer ends now
+            threshold, silence_ms = float(td["threshold"]), int(td["silence_duration_ms"])
+            self._vad = await asyncio.to_thread(Vad, threshold, silence_ms, self._end_ms())
         self._buffer += pcm
-        if self.config.turn_detection is None:
+        if td is None or self._vad is None:
             return
-        if self._vad is None:
-            td = self.config.turn_detection
-            self._vad = await asyncio.to_thread(Vad, float(td["threshold"]), int(td["silence_duration_ms"]))
         vad = self._vad
         chunk_16k = resample(pcm, WIRE_RATE, VAD_RATE)
         for vad_event in await asyncio.to_thread(vad.feed, chunk_16k):
@@ -451,7 +509,7 @@ class RealtimeSession:
 
     async def _add_item(self, item: dict[str, Any]) -> None:
         previous = self.items[-1]["id"] if self.items else None
-        item = {"status": "completed", **item}
+        item = {"id": new_id("item"), "status": "completed", **item}
         self.items.append(item)
         await self.send("conversation.item.added", item=item, previous_item_id=previous)
         await self.send("conversation.item.done", item=item, previous_item_id=previous)
@@ -464,9 +522,10 @@ class RealtimeSession:
         response.task = asyncio.create_task(self._run_response(response, instructions, limit))
 
     def messages(self, instructions: str | None) -> list[ChatMessage]:
-        """The conversation as the `llm` takes it, the instructions first."""
+        """The conversation as the `llm` takes it: the instructions, then the latest turns (a long
+        session must not outgrow the model's context)."""
         messages = [ChatMessage(role="system", content=instructions or self.config.instructions)]
-        for item in self.items:
+        for item in self.items[-MAX_CONTEXT_ITEMS:]:
             text = item_text(item)
             if text:
                 messages.append(ChatMessage(role=item["role"], content=text))
@@ -518,6 +577,8 @@ class RealtimeSession:
             await self._generate(response, instructions, limit)
         except asyncio.CancelledError:
             status = "cancelled"
+            if self.audio_sink is not None:
+                self.audio_sink.clear()  # what is not yet played is dropped
         except Exception as exc:
             status = "failed"
             await self.error(model_error(exc))
@@ -527,12 +588,15 @@ class RealtimeSession:
         item = self._assistant_item(response, "completed" if status == "completed" else "incomplete")
         if item_text(item):
             self.items.append(item)
+        if not response.announced:  # cancelled while the user's words were still being transcribed
+            await self.send("response.created", response=self._response_body(response, "in_progress", []))
         await self.send("response.done", response=self._response_body(response, status, [item]))
 
     async def _generate(self, response: Response, instructions: str | None, limit: int | str) -> None:
         if self._transcriptions:  # the user's words first (`wait`: a cancel here leaves them running)
             await asyncio.wait(self._transcriptions)
             self._transcriptions = [t for t in self._transcriptions if not t.done()]
+        response.announced = True
         await self.send("response.created", response=self._response_body(response, "in_progress", []))
         common = {"response_id": response.id, "item_id": response.item_id, "output_index": 0}
         item = self._assistant_item(response, "in_progress")
@@ -550,6 +614,7 @@ class RealtimeSession:
         speaker = asyncio.create_task(self._speak(response, sentences)) if response.audio else None
         self._tasks.update({speaker} if speaker else set())
         pending = ""
+        spoken_any = False
         delta_event = "response.output_audio_transcript.delta" if response.audio else "response.output_text.delta"
         try:
             async for chunk in self.platform.stream("llm", request, self.principal, PRIORITY):
@@ -563,7 +628,8 @@ class RealtimeSession:
                 response.text += chunk.text
                 await self.send(delta_event, **common, content_index=0, delta=chunk.text)
                 if speaker is not None:
-                    ready, pending = split_sentences(pending + chunk.text)
+                    ready, pending = split_sentences(pending + chunk.text, first=not spoken_any)
+                    spoken_any = spoken_any or bool(ready)
                     for sentence in ready:
                         sentences.put_nowait(sentence)
             if speaker is not None:
@@ -598,9 +664,12 @@ class RealtimeSession:
             request = SpeechRequest(text=sentence, voice=self.config.voice)
             result = await self.platform.call("tts", request, self.principal, PRIORITY)
             pcm = await asyncio.to_thread(pcm_of, result.wav, WIRE_RATE)
-            for offset in range(0, len(pcm), step):
-                delta = base64.b64encode(pcm[offset : offset + step]).decode()
-                await self.send("response.output_audio.delta", **common, delta=delta)
+            if self.audio_sink is not None:  # WebRTC: the audio goes on the call's track
+                self.audio_sink.write(pcm)
+            else:
+                for offset in range(0, len(pcm), step):
+                    delta = base64.b64encode(pcm[offset : offset + step]).decode()
+                    await self.send("response.output_audio.delta", **common, delta=delta)
             response.heard = f"{response.heard} {sentence}".strip()
 
 

@@ -10,21 +10,24 @@ whose instructions and voice the session starts with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketState
 
 from common.errors import PlatformError
 from serve_app import avatars
 from serve_app.auth import Principal, bearer_token, unauthorized
 from serve_app.deps import authenticated, get_platform
-from serve_app.errors import ERROR_RESPONSES
+from serve_app.errors import ERROR_RESPONSES, ApiError, not_found
 from serve_app.openai_format import invalid
 from serve_app.platform import Platform
-from serve_app.realtime import secrets
+from serve_app.realtime import secrets, webrtc
 from serve_app.realtime.session import EventError, RealtimeSession, SessionConfig
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
@@ -71,22 +74,22 @@ async def create_client_secret(
     return ClientSecret(value=value, expires_at=expires_at, session={"type": "realtime", **session})
 
 
-def handshake_token(websocket: WebSocket) -> tuple[str, str | None]:
+def handshake_token(connection: HTTPConnection) -> tuple[str, str | None]:
     """The caller's token, and the subprotocol to accept (browsers offer `realtime` beside their key)."""
-    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    offered = [p.strip() for p in connection.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     subprotocol = "realtime" if "realtime" in offered else None
     for protocol in offered:
         if protocol.startswith(INSECURE_KEY_PROTOCOL):
             return protocol.removeprefix(INSECURE_KEY_PROTOCOL), subprotocol
-    return bearer_token(websocket.headers.get("authorization")), subprotocol
+    return bearer_token(connection.headers.get("authorization")), subprotocol
 
 
 async def open_session(
-    websocket: WebSocket, platform: Platform
+    connection: HTTPConnection, platform: Platform
 ) -> tuple[Principal, SessionConfig, str, str | None, str | None]:
-    """Everything the handshake decides: who calls, the session's config, the model, the
-    greeting, and the subprotocol. Raises `PlatformError` (401, 404, ...) to refuse."""
-    token, subprotocol = handshake_token(websocket)
+    """Everything the handshake (or a call's offer) decides: who calls, the session's config, the
+    model, the greeting, and the subprotocol. Raises `PlatformError` (401, 404, ...) to refuse."""
+    token, subprotocol = handshake_token(connection)
     config = SessionConfig()
     if token.startswith(secrets.PREFIX):
         principal, session = await asyncio.to_thread(secrets.verify, platform.store, token)
@@ -96,9 +99,9 @@ async def open_session(
             raise unauthorized(f"the client secret's session is invalid: {exc.message}") from None
     else:
         principal = await platform.verify_token(token)
-    model = await platform.resolve_model(websocket.query_params.get("model"), ("llm",))
+    model = await platform.resolve_model(connection.query_params.get("model"), ("llm",))
     greeting = None
-    avatar_id = websocket.query_params.get("avatar")
+    avatar_id = connection.query_params.get("avatar")
     if avatar_id:
         avatar = await asyncio.to_thread(avatars.get, platform, principal.tenant, avatar_id)
         config.avatar = avatar_id
@@ -121,7 +124,9 @@ async def realtime(websocket: WebSocket, platform: Platform = Depends(get_platfo
 
     async def send(event: dict[str, Any]) -> None:
         async with lock:
-            if websocket.application_state == WebSocketState.CONNECTED:
+            if WebSocketState.DISCONNECTED in (websocket.client_state, websocket.application_state):
+                return  # the client left: a cancelled response's last events go nowhere
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # it left meanwhile
                 await websocket.send_json(event)
 
     session = RealtimeSession(platform, principal, send, model, config)
@@ -137,3 +142,45 @@ async def realtime(websocket: WebSocket, platform: Platform = Depends(get_platfo
         pass
     finally:
         await session.close()
+
+
+SDP = "application/sdp"
+MAX_SDP_BYTES = 64 * 1024
+
+
+@router.post(
+    "/realtime/calls",
+    summary="A realtime session over WebRTC: an SDP offer in, the SDP answer out",
+    status_code=201,
+    response_class=PlainTextResponse,
+    responses={201: {"content": {SDP: {}}, "description": "The SDP answer; `Location` names the call"}},
+)
+async def create_call(request: Request, platform: Platform = Depends(get_platform)) -> PlainTextResponse:
+    """The body is the offer (`application/sdp`); `?model=` and `?avatar=` as for the WebSocket.
+    The client opens the `oai-events` data channel for the events; audio flows as Opus both ways."""
+    principal, config, model, greeting, _ = await open_session(request, platform)
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != SDP:
+        raise ApiError(415, "unsupported_media_type", f"the offer is sent as {SDP}")
+    body = await request.body()
+    if not body.strip() or len(body) > MAX_SDP_BYTES:
+        raise invalid("sdp", f"the offer is empty or over {MAX_SDP_BYTES} bytes")
+    try:
+        call, answer = await webrtc.start_call(platform, principal, model, config, greeting, body.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("sdp", f"the offer cannot be answered: {exc}") from None
+    log.info("realtime call", extra={"tenant": principal.tenant, "service": "llm"})
+    return PlainTextResponse(
+        answer, status_code=201, media_type=SDP, headers={"Location": f"/v1/realtime/calls/{call.id}"}
+    )
+
+
+@router.post("/realtime/calls/{call_id}/hangup", summary="End a WebRTC call")
+async def hangup(
+    call_id: str, principal: Principal = Depends(authenticated), platform: Platform = Depends(get_platform)
+) -> dict[str, Any]:
+    call = webrtc.CALLS.get(call_id)
+    if call is None or call.principal.tenant != principal.tenant:
+        raise not_found(f"call {call_id!r}")
+    await call.close()
+    return {"id": call_id, "status": "ended"}

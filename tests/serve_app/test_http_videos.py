@@ -132,10 +132,9 @@ def test_deleting_a_running_video_stops_it_and_frees_its_grant(
     while in_flight(admin):
         assert time.monotonic() < deadline, "the video's grant was not released"
         time.sleep(0.1)
-    # The replica is free again at once: the next video does not wait for the deleted one's 50 steps.
-    started = time.monotonic()
+    # The replica serves the next video. (That the deleted one's pipeline stops within a step is
+    # tests/deployments/test_text2video.py's, counting the steps that ran.)
     assert client.videos.create_and_poll(prompt="next", extra_body={"steps": 1}, **SMALL).status == "completed"
-    assert time.monotonic() - started < 30
 
 
 def test_image_to_video_from_input_reference(client: openai.OpenAI) -> None:

@@ -1,0 +1,182 @@
+"""Realtime voice: voice-to-voice latency over `/v1/realtime`, against the same three models called
+one after another without streaming, and under another tenant's flood of `llm` tasks.
+
+- v2v: a new session per turn; a spoken question (the platform's own tts) goes at real-time pace in
+  100 ms chunks, then silence; the latency is from the end of the question's speech to the first
+  `response.output_audio.delta` (it includes the VAD's `silence_duration_ms`, set to 300 here).
+- sequential: the same question through `/v1/audio/transcriptions`, `/v1/chat/completions` and
+  `/v1/audio/speech`, one after another, each whole: the first audio byte comes with the last answer.
+- under flood: 4 sessions (4 tenants) talk at once, first alone, then while another tenant keeps
+  `--flood` `llm` tasks queued (priority `low`); the ratio is the p50 with the flood over the p50
+  of the same 4 sessions without it.
+
+    .venv/bin/python benchmarks/realtime.py [--quick]
+
+Last line: {"v2v_ms": {"p50": A, "p95": B}, "sequential_ms": {"p50": C}, "ratio": A/C, "under_flood_ratio": R}
+(R: the 4 sessions' p50 with the flood over their p50 without it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import math
+import time
+from typing import Any
+
+import httpx
+from _platform import start_platform, token  # beside this file; sets up the path and env
+
+QUESTION = "What color is the sky on a sunny day?"
+RATE = 24_000
+CHUNK_S = 0.1
+MAX_TOKENS = 32
+SESSION = {
+    "type": "realtime",
+    "max_output_tokens": MAX_TOKENS,
+    "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}},
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+async def voice_turn(base: str, tenant: str, question: bytes) -> float:
+    """One session, one spoken turn: ms from the end of the question's speech to the first audio."""
+    from websockets.asyncio.client import connect
+
+    url = base.replace("http://", "ws://") + "/v1/realtime?model=llm"
+    headers = {"Authorization": f"Bearer {token(tenant)}"}
+    step = int(RATE * CHUNK_S) * 2
+    async with connect(url, additional_headers=headers, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": SESSION}))
+        spoken_until: list[float] = []
+
+        async def speak() -> None:
+            await asyncio.sleep(0.2)
+            for offset in range(0, len(question), step):
+                chunk = base64.b64encode(question[offset : offset + step]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                await asyncio.sleep(CHUNK_S)
+            spoken_until.append(time.perf_counter())
+            silence = base64.b64encode(b"\x00" * step).decode()
+            while True:  # the room stays quiet until the answer comes
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": silence}))
+                await asyncio.sleep(CHUNK_S)
+
+        speaker = asyncio.create_task(speak())
+        try:
+            async for message in ws:
+                event = json.loads(message)
+                if event["type"] == "response.output_audio.delta":
+                    return (time.perf_counter() - spoken_until[0]) * 1000
+                if event["type"] == "error":
+                    raise RuntimeError(event["error"])
+        finally:
+            speaker.cancel()
+    raise RuntimeError("the session ended without audio")
+
+
+def sequential_turn(http: httpx.Client, question_wav: bytes) -> float:
+    """The same turn as three whole calls, one after another (ms to the answer's audio)."""
+    started = time.perf_counter()
+    heard = http.post(
+        "/v1/audio/transcriptions", files={"file": ("q.wav", question_wav, "audio/wav")}, data={"model": "stt"}
+    )
+    heard.raise_for_status()
+    chat = {"model": "llm", "messages": [{"role": "user", "content": heard.json()["text"]}], "max_tokens": MAX_TOKENS}
+    answer = http.post("/v1/chat/completions", json=chat)
+    answer.raise_for_status()
+    text = answer.json()["choices"][0]["message"]["content"] or "Blue."
+    http.post("/v1/audio/speech", json={"model": "tts", "input": text, "response_format": "wav"}).raise_for_status()
+    return (time.perf_counter() - started) * 1000
+
+
+async def flood(base: str, depth: int, stop: asyncio.Event) -> int:
+    """Another tenant keeps `depth` `llm` tasks queued until `stop`; the number submitted."""
+    headers = {"Authorization": f"Bearer {token('flooder')}"}
+    task = {
+        "service": "llm",
+        "prompt": "Write a long story about the sea.",
+        "params": {"max_tokens": 64},
+        "priority": "low",
+    }
+    submitted = 0
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+        while not stop.is_set():
+            page = (await client.get("/v1/tasks", params={"status": "pending", "limit": 1})).json()
+            queued = page.get("total", 0)
+            for _ in range(max(0, depth - queued)):
+                if (await client.post("/v1/tasks", json=task)).status_code == 202:
+                    submitted += 1
+            await asyncio.sleep(1.0)
+    return submitted
+
+
+async def together(base: str, question: bytes, sessions: int, turns: int, depth: int) -> list[float]:
+    """`sessions` sessions of their own tenants talking at once, with `depth` flood tasks queued (0: none)."""
+    stop = asyncio.Event()
+    flooder = asyncio.create_task(flood(base, depth, stop)) if depth else None
+    if flooder is not None:
+        await asyncio.sleep(3.0)  # the queue fills first
+
+    async def talker(index: int) -> list[float]:
+        return [await voice_turn(base, f"talker-{index}", question) for _ in range(turns)]
+
+    results = await asyncio.gather(*(talker(i) for i in range(sessions)))
+    stop.set()
+    if flooder is not None:
+        await flooder
+    return [ms for result in results for ms in result]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--flood", type=int, default=8, help="llm tasks the other tenant keeps queued")
+    parser.add_argument("--quick", action="store_true", help="5 turns, 2 per session under flood")
+    args = parser.parse_args()
+    turns = 5 if args.quick else args.turns
+    base = start_platform(args.port)
+    from serve_app.realtime.audio import pcm_of, resample, wav_of
+
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token('bench')}"}, timeout=300) as http:
+        speech = http.post("/v1/audio/speech", json={"model": "tts", "input": QUESTION, "response_format": "wav"})
+        speech.raise_for_status()
+        question = pcm_of(speech.content, RATE)
+        question_wav = wav_of(resample(question, RATE, 16_000), 16_000)
+        asyncio.run(voice_turn(base, "bench", question))  # warm-up: every model loaded
+        sequential_turn(http, question_wav)
+        v2v = [asyncio.run(voice_turn(base, "bench", question)) for _ in range(turns)]
+        sequential = [sequential_turn(http, question_wav) for _ in range(turns)]
+    per_session = 2 if args.quick else max(1, turns // args.sessions)
+    crowd = asyncio.run(together(base, question, args.sessions, per_session, 0))
+    flooded = asyncio.run(together(base, question, args.sessions, per_session, args.flood))
+
+    p50, p95, seq = percentile(v2v, 0.5), percentile(v2v, 0.95), percentile(sequential, 0.5)
+    crowd_p50, flood_p50 = percentile(crowd, 0.5), percentile(flooded, 0.5)
+    print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'n':>5}")
+    print(f"{'realtime, voice to voice':<34}{p50:>10.0f}{p95:>10.0f}{len(v2v):>5}")
+    print(f"{'sequential stt → llm → tts':<34}{seq:>10.0f}{percentile(sequential, 0.95):>10.0f}{len(sequential):>5}")
+    for name, values in (
+        (f"{args.sessions} sessions at once", crowd),
+        (f"{args.sessions} sessions, llm flood", flooded),
+    ):
+        print(f"{name:<34}{percentile(values, 0.5):>10.0f}{percentile(values, 0.95):>10.0f}{len(values):>5}")
+    result: dict[str, Any] = {
+        "v2v_ms": {"p50": round(p50), "p95": round(p95)},
+        "sequential_ms": {"p50": round(seq)},
+        "ratio": round(p50 / seq, 3),
+        "under_flood_ratio": round(flood_p50 / crowd_p50, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
