@@ -227,23 +227,10 @@ class CannedBackend:
 
     async def run(self, request: Any) -> Any:
         self.calls += 1
-        if self.service == "llm":
-            return LLMResult(self.text, "stop", prompt_tokens=3, completion_tokens=2, model=self.model)
-        if self.service == "stt":
-            return TranscribeResult(self.text, audio_seconds=0.5, language="en", model=self.model)
-        if self.service == "tts":
-            if not request.text.strip():
-                raise InvalidInput("the text is empty")
-            return SpeechResult(silent_wav(), audio_seconds=0.5, sample_rate=16_000, model=self.model)
-        if self.service == "pic2text":
-            return CaptionResult("\n".join(self.text for _ in request.images), model=self.model)
-        if self.service == "text2pic":
-            images = [tiny_png(request.width, request.height) for _ in range(request.n)]
-            return ImageResult(images, request.width, request.height, request.steps, model=self.model)
-        if self.service == "embed":
-            vectors = [_unit_vector(text) for text in request.texts]
-            return EmbedResult(vectors, prompt_tokens=sum(len(t.split()) for t in request.texts), model=self.model)
-        raise InvalidInput(f"no canned answer for {self.service!r}")
+        answer = CANNED_ANSWERS.get(self.service)
+        if answer is None:
+            raise InvalidInput(f"no canned answer for {self.service!r}")
+        return answer(self, request)
 
     async def stream(self, request: Any) -> AsyncIterator[LLMChunk]:
         self.calls += 1
@@ -251,6 +238,33 @@ class CannedBackend:
         for word in words[:-1]:
             yield LLMChunk(text=word + " ")
         yield LLMChunk(text=words[-1], finish_reason="stop", prompt_tokens=3, completion_tokens=len(words))
+
+
+def _speech(backend: CannedBackend, request: Any) -> SpeechResult:
+    if not request.text.strip():
+        raise InvalidInput("the text is empty")
+    return SpeechResult(silent_wav(), audio_seconds=0.5, sample_rate=16_000, model=backend.model)
+
+
+def _images(backend: CannedBackend, request: Any) -> ImageResult:
+    images = [tiny_png(request.width, request.height) for _ in range(request.n)]
+    return ImageResult(images, request.width, request.height, request.steps, model=backend.model)
+
+
+def _vectors(backend: CannedBackend, request: Any) -> EmbedResult:
+    vectors = [_unit_vector(text) for text in request.texts]
+    return EmbedResult(vectors, prompt_tokens=sum(len(t.split()) for t in request.texts), model=backend.model)
+
+
+# Each service's canned answer, by the modality's result type.
+CANNED_ANSWERS: dict[str, Callable[[CannedBackend, Any], Any]] = {
+    "llm": lambda b, r: LLMResult(b.text, "stop", prompt_tokens=3, completion_tokens=2, model=b.model),
+    "stt": lambda b, r: TranscribeResult(b.text, audio_seconds=0.5, language="en", model=b.model),
+    "tts": _speech,
+    "pic2text": lambda b, r: CaptionResult("\n".join(b.text for _ in r.images), model=b.model),
+    "text2pic": _images,
+    "embed": _vectors,
+}
 
 
 def _unit_vector(text: str, dimensions: int = 8) -> list[float]:
