@@ -34,6 +34,7 @@ import ray
 from ray import serve
 
 import modalities
+from common.actors import restarted_by_ray
 from common.errors import unwrap
 from dag.config import ExecutorConfig, Stores
 from dag.errors import WorkflowConflict
@@ -593,10 +594,3 @@ def executor_actor(stores: Stores, scheduler: Any, config: ExecutorConfig, name:
     # within moments (an async actor may run a caller's next call first).
     actor.reconfigure.remote(config)
     return actor
-
-
-def restarted_by_ray() -> bool:
-    """Whether Ray restarted this actor after it died (False when the class runs outside an actor,
-    as in the in-process tests)."""
-    context = ray.get_runtime_context()
-    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)

@@ -28,8 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import ray
-
+from common.actors import restarted_by_ray
 from scheduler.errors import UnknownTicket
 from scheduler.policy import FairScheduler, Grant
 from scheduler.settings import SchedulerConfig, TenantSettings
@@ -344,10 +343,3 @@ class SchedulerMetrics:
                 tags = {"service": service, "tenant": tenant}
                 self.queued.set(flow["queued"], tags)
                 self.in_flight.set(flow["in_flight"], tags)
-
-
-def restarted_by_ray() -> bool:
-    """Whether Ray restarted this actor after it died (False when the class runs outside an actor,
-    as in the in-process tests)."""
-    context = ray.get_runtime_context()
-    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
