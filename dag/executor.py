@@ -45,6 +45,7 @@ from modalities.base import Output, compose
 from modalities.metering import Meter, UsageLedger, used
 from modalities.transport import handle_for
 from scheduler.client import SchedulerClient
+from scheduler.settings import Priority
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +465,8 @@ class WorkflowExecutor:
         node = record.node(node_id)
         handle = handle_for(serve.get_deployment_handle(service, app_name=self.app_name), request)
         modality = modalities.get(service)
+        if record.priority == Priority.LOW:  # batch lines and low tasks run behind the replica's other calls
+            request = modality.in_background(request)
         estimate = self._estimate(service, request)
         for attempt in range(1, self.retries + 2):
             if not queued:

@@ -25,7 +25,9 @@ template knows them.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import importlib.util
+import itertools
 import json
 import logging
 import threading
@@ -310,6 +312,58 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
         await asyncio.shield(worker)
 
 
+class EngineTurns:
+    """Whose generation runs on one llama.cpp context, which runs one at a time.
+
+    Calls in the foreground (interactive chats, workflow nodes) go first, in arrival order; calls
+    in the background (`LLMRequest.background`: batch lines and other `low` work) go when no
+    foreground call waits, and a running background generation gives the engine up at its next
+    token when one arrives (`foreground_waiting`), then resumes where it stopped. So another
+    tenant's batch delays an interactive call by about one token, not by a whole answer: the
+    scheduler decides who is served how much, this only orders the calls it granted.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = False
+        self._waiting: list[tuple[bool, int]] = []  # a heap of (background, arrival)
+        self._arrivals = itertools.count()
+        self.foreground_waiting = 0  # read without the lock at each token: an int is atomic
+
+    def ticket(self, background: bool) -> tuple[bool, int]:
+        """A place in line, kept across a background call's turns, so that a call which yielded
+        resumes before the background calls that came after it."""
+        return (background, next(self._arrivals))
+
+    @contextmanager
+    def turn(self, ticket: tuple[bool, int], stop: threading.Event) -> Iterator[bool]:
+        """Hold the engine for the ticket's turn. Yields False instead if `stop` is set while it
+        waits (its caller went away): it gives its place in line up without running."""
+        background = ticket[0]
+        with self._changed:
+            heapq.heappush(self._waiting, ticket)
+            self.foreground_waiting += not background
+            while (self._running or self._waiting[0] != ticket) and not stop.is_set():
+                self._changed.wait(0.1)  # woken by the turn before it; the timeout looks at `stop`
+            self._waiting.remove(ticket)
+            heapq.heapify(self._waiting)
+            self.foreground_waiting -= not background
+            granted = not stop.is_set()
+            if granted:
+                self._running = True
+            else:
+                self._changed.notify_all()  # it may have been next in line
+        if not granted:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._changed:
+                self._running = False
+                self._changed.notify_all()
+
+
 class LlamaCppBackend:
     """SmolLM2-135M-Instruct (or any GGUF model) through llama.cpp, on the CPU.
 
@@ -341,8 +395,9 @@ class LlamaCppBackend:
         self.seed = seed
         self._llama: Any = None
         self._formatter: Any = None
-        # llama.cpp's context is not thread-safe: one generation at a time per loaded model.
-        self._lock = threading.Lock()
+        # llama.cpp's context is not thread-safe: one generation at a time per loaded model, the
+        # background ones behind the others.
+        self._turns = EngineTurns()
 
     @staticmethod
     def packaged_model_path() -> Path:
@@ -417,27 +472,50 @@ class LlamaCppBackend:
                 f"the model's context of {self.n_ctx} tokens"
             )
 
+        seeded = request.seed is not None and request.temperature > 0
+        # A background call yields the engine between tokens and resumes from the text it has:
+        # not under a grammar (it would start over), nor when sampling with a seed (the resumed
+        # sampler would draw other numbers than one uninterrupted run).
+        may_yield = request.background and grammar is None and not seeded
+
         def generate(stop: threading.Event) -> Iterator[dict[str, Any]]:
-            with self._lock:
-                if request.seed is not None and request.temperature > 0:
-                    # A prompt llama.cpp finds in its cache is resumed from slightly different logits
-                    # (measured: the same seed then sampled another text); evaluated afresh, a seed
-                    # gives the same text every time. Greedy decoding (temperature 0) takes no seed:
-                    # it keeps the cache, which saves the whole prompt's evaluation (3x on a short chat).
-                    self._llama.reset()
-                yield from self._llama.create_completion(
-                    prompt,
-                    max_tokens=request.max_tokens,
-                    temperature=request.temperature,
-                    top_p=request.top_p,
-                    frequency_penalty=request.frequency_penalty,
-                    presence_penalty=request.presence_penalty,
-                    # A user's stop string inside JSON would cut it short of parsing.
-                    stop=format_stops + ([] if grammar is not None else list(request.stop)),
-                    seed=request.seed if request.seed is not None else self.seed,
-                    grammar=grammar,
-                    stream=True,
-                )
+            ticket = self._turns.ticket(request.background)
+            written = ""  # the text given out so far, on which a resumed generation goes on
+            while True:
+                with self._turns.turn(ticket, stop) as running:
+                    if not running:
+                        return
+                    if seeded:
+                        # A prompt llama.cpp finds in its cache is resumed from slightly different
+                        # logits (measured: the same seed then sampled another text); evaluated afresh,
+                        # a seed gives the same text every time. Greedy decoding (temperature 0) takes
+                        # no seed: it keeps the cache, which saves the prompt's evaluation (3x on a
+                        # short chat).
+                        self._llama.reset()
+                    pieces = self._llama.create_completion(
+                        prompt + written,
+                        max_tokens=max(1, request.max_tokens - (self._count(written) if written else 0)),
+                        temperature=request.temperature,
+                        top_p=request.top_p,
+                        frequency_penalty=request.frequency_penalty,
+                        presence_penalty=request.presence_penalty,
+                        # A user's stop string inside JSON would cut it short of parsing.
+                        stop=format_stops + ([] if grammar is not None else list(request.stop)),
+                        seed=request.seed if request.seed is not None else self.seed,
+                        grammar=grammar,
+                        stream=True,
+                    )
+                    try:
+                        for piece in pieces:
+                            yield piece
+                            choice = piece["choices"][0]
+                            written += choice["text"]
+                            if may_yield and self._turns.foreground_waiting and choice["finish_reason"] is None:
+                                break  # a foreground call waits: let it run, then go on
+                        else:
+                            return
+                    finally:
+                        pieces.close()
 
         # A tool call is read from the whole generation; text (JSON included) streams as it comes.
         whole = plan.mode in ("call", "auto")

@@ -75,6 +75,10 @@ class ModalityServer:
         )
         self.chain.load()
         self.slots = asyncio.Semaphore(config.concurrency)
+        # Background calls (LLMRequest.background: batch lines, low work) wait for their own
+        # slots, not for these: a foreground call then reaches the backend beside a running
+        # background one, which yields the engine to it (deployments/llm.py: EngineTurns).
+        self.background_slots = asyncio.Semaphore(config.concurrency)
         self.control = ReplicaControl(store, service, replica_name(), self.chain) if store is not None else None
         if self.control is not None:
             self.control.follow()
@@ -89,16 +93,19 @@ class ModalityServer:
         self.follow_admin()
         if not self.chain.ready():
             raise ModelUnavailable(self.chain.unavailable_reason())
-        async with self.slots:
+        async with self._slots(request):
             return await self.chain.run(request)
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
         self.follow_admin()
         if not self.chain.ready():
             raise ModelUnavailable(self.chain.unavailable_reason())
-        async with self.slots:
+        async with self._slots(request):
             async for chunk in self.chain.stream(request):
                 yield chunk
+
+    def _slots(self, request: Any) -> asyncio.Semaphore:
+        return self.background_slots if getattr(request, "background", False) else self.slots
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose every backend keeps failing is replaced.

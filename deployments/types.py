@@ -144,6 +144,9 @@ class LLMRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     n: int = 1
+    # Set for `low`-priority work (batch lines, low workflow nodes): the call runs behind the
+    # replica's others, yielding its engine to them (deployments/llm.py: EngineTurns).
+    background: bool = False
 
     def uses_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"

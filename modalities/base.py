@@ -159,6 +159,11 @@ class Modality(Generic[RequestT, ResultT, ParamsT]):
         """What a node's record keeps of a result beside its output (what the backend really made)."""
         return {}
 
+    def in_background(self, request: RequestT) -> RequestT:
+        """The request as `low`-priority work, for backends that run such calls behind the others
+        (llm: a background generation yields the engine at its next token). Unchanged by default."""
+        return request
+
     def takes(self, kind: str) -> bool:
         """Whether an input of this kind (an upstream output, or a node's own input) can go in."""
         return kind in (self.consumes, self.media_kind)

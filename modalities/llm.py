@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -131,8 +132,12 @@ class LLM(Modality[LLMRequest, LLMResult, LLMParams]):
         "vllm": "deployments.llm:VllmBackend",
         "gemini": "deployments.gemini:GeminiTextBackend",
         "doubao": "deployments.ark:DoubaoLLMBackend",
+        "echo_fixture": "deployments.echo:EchoLLMBackend",  # benchmarks/ceiling.py's instant backend
     }
     default_backends = ("llama_cpp",)
+
+    def in_background(self, request: LLMRequest) -> LLMRequest:
+        return replace(request, background=True)
 
     def build_request(self, params: LLMParams, text: str, media: list[Output]) -> LLMRequest:
         prompt = llm_prompt(params.task, text, params.target_language, params.template)

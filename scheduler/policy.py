@@ -15,6 +15,12 @@ How requests are ordered (one service; each service is independent):
   `c_i/w_i + c_j/w_j`, whatever the arrivals (Goyal, Vin & Cheng, SIGCOMM 1996).
 - A flow's own requests go by priority, then first come first served. Priority picks which of a
   tenant's requests its turn is spent on; it never changes when the turn comes.
+- `low` requests (batch lines, background work) never take a service's last free slot: it is kept
+  for a `default` or `critical` request, which then starts at once instead of waiting for a low
+  one to finish. When the flow whose turn it is has only low requests waiting, the last slot goes
+  to the next flow (by virtual time) that has a more urgent one, or stays free. A model replica
+  runs low calls in the background too (deployments/llm.py: a low generation yields the engine at
+  its next token), so another tenant's batch delays an interactive call by about one token.
 - The cost is an estimate; `release` corrects `vt` by `(actual - estimate)/weight`, so a tenant is
   charged what it used.
 
@@ -60,6 +66,7 @@ _COMPACT_SLACK = 64
 # instead of the enum's own constructor.
 _PRIORITIES: dict[str, Priority] = {p.value: p for p in Priority}
 _RANKS = len(Priority)
+_LOW_RANK = Priority.LOW.rank
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class _Flow:
 
 
 class _Service:
-    __slots__ = ("bucket", "concurrency", "flows", "global_vt", "limits", "name", "queued", "ready")
+    __slots__ = ("bucket", "concurrency", "flows", "global_vt", "limits", "name", "queued", "ready", "urgent")
 
     def __init__(self, name: str, limits: ServiceLimits) -> None:
         self.name = name
@@ -148,6 +155,7 @@ class _Service:
         self.bucket = TokenBucket(limits.rate_per_s, limits.burst) if limits.rate_per_s is not None else None
         self.global_vt = 0.0
         self.queued = 0
+        self.urgent = 0  # of `queued`, those more urgent than `low`
         self.flows: dict[str, _Flow] = {}
         # (vt, push order, flow version, flow) of READY flows, plus stale entries.
         self.ready: list[tuple[float, int, int, _Flow]] = []
@@ -156,6 +164,12 @@ class _Service:
         """Whether the service itself could take one more grant at `now`."""
         concurrency = self.concurrency
         return concurrency.in_flight < concurrency.limit and (self.bucket is None or self.bucket.ready(now))
+
+    def at_last_slot(self) -> bool:
+        """Whether one grant more would fill the service: the slot that low requests leave free.
+        A service with a single slot keeps none back, or low requests would never run there."""
+        concurrency = self.concurrency
+        return concurrency.limit >= 2 and concurrency.in_flight + 1 >= concurrency.limit
 
 
 class _Tenant:
@@ -266,6 +280,8 @@ class FairScheduler:
         flow.queued += 1
         ten.queued += 1
         svc.queued += 1
+        if priority.rank < _LOW_RANK:
+            svc.urgent += 1
         if flow.state is _FlowState.IDLE:
             # Start tag max(global_vt, tenant_vt): time spent idle earns no credit.
             flow.vt = max(flow.vt, svc.global_vt)
@@ -353,6 +369,8 @@ class FairScheduler:
         flow.queued -= 1
         ten.queued -= 1
         svc.queued -= 1
+        if request.priority.rank < _LOW_RANK:
+            svc.urgent -= 1
         if flow.queued == 0:
             ten.parked.pop(svc.name, None)
             self._set_idle(flow)
@@ -387,7 +405,9 @@ class FairScheduler:
         for svc in self._services.values():
             if svc.ready and svc.bucket is not None and svc.concurrency.available:
                 wait = svc.bucket.wait_s(now)
-                if math.isfinite(wait):
+                # A full bucket and a free slot, yet `dispatch` granted nothing: the slot is the one
+                # kept from low requests, and only a submit or a release can change that.
+                if math.isfinite(wait) and not (wait == 0 and svc.at_last_slot()):
                     times.append(now + wait)
         return min(times) if times else None
 
@@ -577,6 +597,37 @@ class FairScheduler:
                 break
             heapq.heappop(ready)
             self._park(ten, flow, now)
+        rank, ticket = self._first_waiting(flow)
+        if rank == _LOW_RANK and svc.at_last_slot():
+            return self._urgent_head(svc, now)
+        return (rank, ticket, flow)
+
+    def _urgent_head(self, svc: _Service, now: float) -> tuple[int, int, _Flow] | None:
+        """The head of the READY flow with the smallest virtual time whose next request is more
+        urgent than `low`, among tenants that may take a grant: who gets a service's last slot.
+        A scan of the service's flows, made only when the last slot is free and the flow whose
+        turn it is has only low requests waiting (`urgent` counts the others, so mostly none)."""
+        if svc.urgent == 0:
+            return None
+        tenants = self._tenants
+        best: tuple[float, int, int, int, _Flow] | None = None
+        for vt, order, version, flow in svc.ready:
+            if version != flow.version or (best is not None and (vt, order) >= best[:2]):
+                continue
+            if flow.lanes[_LOW_RANK] is not None and not any(flow.lanes[:_LOW_RANK]):
+                continue  # only low lanes: its head is low
+            ten = tenants[flow.tenant]
+            if not ten.is_open(now):
+                self._park(ten, flow, now)  # as `_head` does: its tenant's wakeup brings it back
+                continue
+            rank, ticket = self._first_waiting(flow)
+            if rank < _LOW_RANK:
+                best = (vt, order, rank, ticket, flow)
+        return None if best is None else (best[2], best[3], best[4])
+
+    @staticmethod
+    def _first_waiting(flow: _Flow) -> tuple[int, int]:
+        """(priority rank, ticket) of a waiting flow's next request, dropping cancelled heads."""
         for rank, lane in enumerate(flow.lanes):
             if lane is not None:
                 items = lane.items
@@ -584,14 +635,14 @@ class FairScheduler:
                     request = items[lane.head]
                     assert request is not None  # slots before `head` only are None
                     if not request.cancelled:
-                        return (rank, request.ticket, flow)
+                        return (rank, request.ticket)
                     lane.popleft()
                     flow.entries -= 1
         raise AssertionError("a READY flow has no waiting request")
 
     def _grant(self, svc: _Service, flow: _Flow, rank: int, now: float) -> Grant:
         """Grant the head request of `flow`, in lane `rank`, as `_head` just found them (`flow`'s
-        entry is on top of the service's heap)."""
+        entry is on top of the service's heap, or, for the last slot, anywhere in it)."""
         request = flow.lanes[rank].popleft()  # type: ignore[union-attr]  # `_head` found it there
         flow.entries -= 1
         ticket = request.ticket
@@ -614,13 +665,22 @@ class FairScheduler:
         flow.in_flight += 1
         ten.queued -= 1
         svc.queued -= 1
+        if rank < _LOW_RANK:
+            svc.urgent -= 1
+        top = svc.ready[0]
+        on_top = top[3] is flow and top[2] == flow.version
         if flow.queued:
             # `_push_ready` with the flow's old entry replaced in one sift rather than popped first.
             flow.version += 1
-            heapq.heapreplace(svc.ready, (flow.vt, next(self._push_order), flow.version, flow))
+            entry = (flow.vt, next(self._push_order), flow.version, flow)
+            if on_top:
+                heapq.heapreplace(svc.ready, entry)
+            else:  # its old entry, further down, is stale now
+                heapq.heappush(svc.ready, entry)
         else:
-            heapq.heappop(svc.ready)
-            self._set_idle(flow)
+            if on_top:
+                heapq.heappop(svc.ready)
+            self._set_idle(flow)  # a version bump: any entry of it left in the heap is stale
         return Grant(ticket, svc.name, flow.tenant, request.priority, request.cost, start)
 
     def _charge(self, request: _Request, correction: float) -> None:

@@ -3,25 +3,30 @@ the grammar-constrained tool calls and structured outputs (they validate even on
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
 import pytest
 
-from deployments.llm import LlamaCppBackend, VllmBackend
+from deployments.llm import EngineTurns, LlamaCppBackend, VllmBackend
 from deployments.types import (
     LOGPROBS,
     TOOLS,
     ChatMessage,
     InputTooLarge,
     InvalidInput,
+    LLMChunk,
     LLMRequest,
     ModelUnavailable,
     ResponseFormat,
     ToolCall,
     ToolSpec,
 )
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +228,83 @@ async def test_the_seed_is_honoured(llama: LlamaCppBackend) -> None:
 
 def test_llama_cpp_declares_no_logprobs() -> None:
     assert LOGPROBS not in LlamaCppBackend.capabilities and TOOLS in LlamaCppBackend.capabilities
+
+
+# ---------------------------------------------------------------- background calls yield the engine
+
+
+def test_engine_turns_go_to_the_foreground_first_then_by_arrival() -> None:
+    turns = EngineTurns()
+    stop = threading.Event()
+    order: list[str] = []
+    holder = turns.ticket(background=False)
+    tickets = {
+        "background 1": turns.ticket(background=True),
+        "foreground 1": turns.ticket(background=False),
+        "background 2": turns.ticket(background=True),
+        "foreground 2": turns.ticket(background=False),
+    }
+
+    def wait_turn(name: str) -> None:
+        with turns.turn(tickets[name], stop) as running:
+            assert running
+            order.append(name)
+
+    with turns.turn(holder, stop):
+        threads = [threading.Thread(target=wait_turn, args=(name,)) for name in tickets]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: turns.foreground_waiting == 2 and len(turns._waiting) == 4)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["foreground 1", "foreground 2", "background 1", "background 2"]
+    assert turns.foreground_waiting == 0
+
+
+def test_a_caller_that_goes_away_gives_its_place_up() -> None:
+    turns = EngineTurns()
+    stop, gone = threading.Event(), threading.Event()
+    outcome: list[bool] = []
+
+    def wait_turn() -> None:
+        with turns.turn(turns.ticket(background=False), gone) as running:
+            outcome.append(running)
+
+    with turns.turn(turns.ticket(background=True), stop):
+        thread = threading.Thread(target=wait_turn)
+        thread.start()
+        wait_until(lambda: turns.foreground_waiting == 1)
+        gone.set()
+        thread.join(5)
+    assert outcome == [False] and turns.foreground_waiting == 0 and not turns._waiting
+    with turns.turn(turns.ticket(background=True), stop) as running:  # the engine is free again
+        assert running
+
+
+async def test_a_background_generation_yields_to_a_chat_and_resumes(llama: LlamaCppBackend) -> None:
+    """A long background completion gives the engine to a chat that arrives while it runs, at its
+    next token, and then goes on to its full length with the text it would have written alone."""
+    counting = LLMRequest(prompt="1, 2, 3, 4, 5, 6,", max_tokens=120, temperature=0)
+    alone = await llama.run(counting)
+    finished: list[str] = []
+
+    async def background() -> tuple[str, LLMChunk]:
+        texts: list[str] = []
+        async for chunk in llama.stream(replace(counting, background=True)):
+            texts.append(chunk.text)
+            if len(texts) == 5:
+                started.set()
+        finished.append("background")
+        return "".join(texts), chunk
+
+    started = asyncio.Event()
+    running = asyncio.create_task(background())
+    await started.wait()
+    answer = await llama.run(chat("What is 2+2?", max_tokens=4, temperature=0))
+    finished.append("chat")
+    text, last = await running
+    assert finished == ["chat", "background"]  # the chat did not wait for the 120 tokens
+    assert answer.text
+    assert text == alone.text
+    assert last.finish_reason == alone.finish_reason == "length"
+    assert abs(last.completion_tokens - alone.completion_tokens) <= 1

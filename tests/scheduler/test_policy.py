@@ -299,8 +299,10 @@ def test_property_priorities_order_only_a_tenants_own_requests(
     sim.run(with_priorities)
     plain = Simulation(weighted(weights, dispatch_limit))
     plain.run(without)
-    # Which tenant goes when does not depend on priorities ...
-    assert tenants_of([g.grant for g in sim.grants()]) == tenants_of([g.grant for g in plain.grants()])
+    # Which tenant goes when does not depend on priorities (with one slot: with more, low requests
+    # leave the last one free, test_low_requests_leave_the_last_slot_free) ...
+    if dispatch_limit == 1:
+        assert tenants_of([g.grant for g in sim.grants()]) == tenants_of([g.grant for g in plain.grants()])
 
     # ... and each grant is its tenant's most urgent waiting request, first come first served.
     waiting: dict[str, set[tuple[int, int]]] = {t: set() for t in "abc"}
@@ -382,9 +384,11 @@ def test_property_work_conservation_limits_and_buckets(
             bucket = service_buckets.get(name)
             if busy_service[name] == limits.dispatch_limit or (bucket is not None and not bucket.ready(now)):
                 continue
+            # The one slot that low requests leave free: free while only low ones wait there.
+            last_slot = limits.dispatch_limit >= 2 and busy_service[name] + 1 == limits.dispatch_limit
             # The service could take more: then every tenant waiting on it is at its own limit.
             for arrival in sim.waiting.values():
-                if arrival.service == name:
+                if arrival.service == name and not (last_slot and arrival.priority is Priority.LOW):
                     blocked = busy_tenant[arrival.tenant] >= tenants[arrival.tenant].max_concurrency
                     assert blocked or not tenant_buckets[arrival.tenant].ready(now), (now, arrival)
 
@@ -577,6 +581,61 @@ def test_a_critical_request_does_not_overtake_another_tenant() -> None:
     s.submit("llm", "b", 1.0, now=0, priority=Priority.CRITICAL)
     s.submit("llm", "b", 1.0, now=0, priority=Priority.CRITICAL)
     assert drain(s, 4) == "abab"
+
+
+def test_low_requests_leave_the_last_slot_free() -> None:
+    """A batch holds at most all slots but one; the last goes to a more urgent request at once."""
+    s = scheduler(dispatch_limit=3)
+    batch = [s.submit("llm", "b", 1.0, now=0, priority=Priority.LOW) for _ in range(5)]
+    assert [g.ticket for g in s.dispatch(0)] == batch[:2]
+    assert s.dispatch(0) == []  # only low requests wait: the third slot stays free
+    chat = s.submit("llm", "a", 1.0, now=0)
+    (grant,) = s.dispatch(0)
+    assert (grant.ticket, grant.tenant, grant.priority) == (chat, "a", Priority.DEFAULT)
+    s.release(batch[0])
+    assert s.dispatch(0) == []  # one slot free, and it is the last: kept
+    s.release(chat)
+    assert [g.ticket for g in s.dispatch(0)] == [batch[2]]
+
+
+def test_the_last_slot_goes_to_the_next_flow_with_an_urgent_request() -> None:
+    """The flow whose turn it is has only low requests: the last slot goes to the urgent request of
+    a flow behind it (a larger virtual time); the low flow keeps its place for the next slot."""
+    s = scheduler(dispatch_limit=2)
+    earlier = s.submit("llm", "c", 5.0, now=0)  # "c" was served before: its virtual time is 5
+    s.dispatch(0)
+    s.release(earlier)
+    running = s.submit("llm", "b", 1.0, now=0, priority=Priority.LOW)
+    assert [g.ticket for g in s.dispatch(0)] == [running]
+    low = s.submit("llm", "b", 1.0, now=0, priority=Priority.LOW)  # "b" at virtual time 1
+    chat = s.submit("llm", "c", 1.0, now=0)
+    assert [g.ticket for g in s.dispatch(0)] == [chat]
+    s.release(running)
+    assert s.dispatch(0) == []  # the last slot again, and only a low request waits
+    s.release(chat)
+    assert [g.ticket for g in s.dispatch(0)] == [low]
+    assert s.stats()["services"]["llm"]["tenants"]["c"]["vt"] == 6.0
+
+
+def test_a_single_slot_runs_low_requests() -> None:
+    s = scheduler(dispatch_limit=1)
+    ticket = s.submit("llm", "b", 1.0, now=0, priority=Priority.LOW)
+    assert [g.ticket for g in s.dispatch(0)] == [ticket]
+
+
+def test_a_cancelled_or_blocked_urgent_request_does_not_hold_the_last_slot() -> None:
+    s = scheduler(dispatch_limit=2)
+    low = [s.submit("llm", "b", 1.0, now=0, priority=Priority.LOW) for _ in range(3)]
+    urgent = s.submit("llm", "a", 1.0, now=0)
+    s.cancel(urgent)
+    assert [g.ticket for g in s.dispatch(0)] == low[:1]
+    # A tenant at its own concurrency limit cannot take the slot either.
+    s.set_tenant("c", TenantSettings(max_concurrency=0, max_queued=10))
+    s.submit("llm", "c", 1.0, now=0)
+    assert s.dispatch(0) == []
+    s.set_tenant("c", TenantSettings(max_concurrency=1, max_queued=10))
+    assert [g.tenant for g in s.dispatch(0)] == ["c"]
+    assert s.stats()["services"]["llm"]["queued"] == 2
 
 
 # ---------------------------------------------------------------- limits

@@ -8,6 +8,7 @@ import io
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import ray
 from dag.records import WORKFLOWS
 from state.store import open_store
 from tests.conftest import make_token
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.ray
 
 CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 
 
@@ -131,6 +134,34 @@ def attempts(data_dir: Path, tenant: str, batch_id: str) -> dict[str, tuple[str,
     record = store.get(WORKFLOWS, f"{tenant}/{batch_id}")
     assert record is not None
     return {node_id: (node["status"], node["attempts"]) for node_id, node in record["nodes"].items()}
+
+
+def test_another_tenants_chat_does_not_wait_for_a_running_batch_line(
+    platform_url: str, platform_data_dir: Path
+) -> None:
+    """A batch line that is generating yields the llm engine to another tenant's chat at its next
+    token (deployments/llm.py: EngineTurns), and the scheduler kept a slot free for the chat: the
+    chat's answer comes while the line still runs, and the line then finishes whole."""
+    batcher, tenant = tenant_client(platform_url)
+    chatter, _ = tenant_client(platform_url)
+    counting = {"model": "llm", "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 500, "temperature": 0}
+    batch_id = start(batcher, [line("long", COMPLETIONS, counting)], COMPLETIONS)
+    wait_until(lambda: attempts(platform_data_dir, tenant, batch_id)["line-0"][0] == "running", what="the line runs")
+
+    answer = chatter.chat.completions.create(
+        model="llm", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=4, temperature=0
+    )
+    answered_at = datetime.now(UTC)
+    assert answer.choices[0].message.content
+
+    done = wait(batcher, batch_id, ended)
+    assert done.status == "completed"
+    output = lines_of(batcher, done.output_file_id)["long"]["response"]["body"]
+    assert output["usage"]["completion_tokens"] >= 499 and output["choices"][0]["finish_reason"] == "length"
+    store = open_store(None, platform_data_dir)
+    record = store.get(WORKFLOWS, f"{tenant}/{batch_id}")
+    assert record is not None
+    assert datetime.fromisoformat(record["nodes"]["line-0"]["finished_at"]) > answered_at
 
 
 def test_an_executor_restart_mid_batch_loses_no_line_and_reruns_none(
