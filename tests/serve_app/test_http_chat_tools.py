@@ -11,9 +11,11 @@ import json
 from typing import Any, Literal
 
 import httpx
+import instructor
 import jsonschema
 import openai
 import pytest
+from langchain_openai import ChatOpenAI
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -195,8 +197,7 @@ class Person(BaseModel):
 
 
 def test_langchain_bind_tools_and_structured_output(platform_url: str, token: str) -> None:
-    chat_openai = pytest.importorskip("langchain_openai").ChatOpenAI
-    model = chat_openai(
+    model = ChatOpenAI(
         model="llm", base_url=f"{platform_url}/v1", api_key=token, temperature=0, max_tokens=80, max_retries=0
     )
     message = model.bind_tools([Weather], tool_choice="required").invoke("What is the weather in Paris?")
@@ -209,7 +210,6 @@ def test_langchain_bind_tools_and_structured_output(platform_url: str, token: st
 
 
 def test_instructor_extracts_a_model(client: openai.OpenAI) -> None:
-    instructor = pytest.importorskip("instructor")
     patched = instructor.from_openai(client, mode=instructor.Mode.TOOLS)
     person = patched.chat.completions.create(
         model="llm",
