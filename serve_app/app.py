@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from dag.executor import executor_actor
@@ -15,7 +16,7 @@ from deployments.serving import modality_deployment
 from modalities import SERVICES
 from scheduler.client import SchedulerClient, scheduler_actor
 from serve_app.deps import current_settings, set_platform
-from serve_app.errors import install_error_handlers
+from serve_app.errors import UNAVAILABLE_RETRY_AFTER_S, install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
 from serve_app.routes import (
@@ -86,7 +87,13 @@ app = create_app()
 
 @serve.deployment(
     name="ingress",
-    max_ongoing_requests=200,
+    # An interactive call may hold its slot while it waits its turn in the scheduler (up to
+    # `scheduler.interactive_max_wait_s`): at 3x capacity (benchmarks/load.py --overload) hundreds
+    # are in flight. Beyond them a short queue, then Serve's proxy answers 503 with Retry-After at
+    # once instead of queueing without bound until the client times out.
+    max_ongoing_requests=1000,
+    max_queued_requests=100,
+    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=UNAVAILABLE_RETRY_AFTER_S),
     ray_actor_options={"num_cpus": 0.1},
     graceful_shutdown_timeout_s=30,
     # JSON lines; Serve adds the request id, route and replica, our lines add tenant and service.

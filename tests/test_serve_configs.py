@@ -45,3 +45,19 @@ def test_gpu_config_uses_fractional_gpus_and_vllm() -> None:
     gpus = {d["name"]: d["ray_actor_options"].get("num_gpus", 0) for d in app["deployments"]}
     assert 0 < gpus["llm"] < 1 and 0 < gpus["text2pic"] < 1 and 0 < gpus["stt"] < 1 and gpus["tts"] == 0
     assert app["args"]["services"]["llm"]["backends"][0]["name"] == "vllm"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_ingress_refuses_with_503_and_retry_after_beyond_a_short_queue(name: str) -> None:
+    """Under overload Serve's proxy answers 503 with Retry-After at once, as the code's defaults say,
+    rather than queueing requests without bound until their clients time out."""
+    from serve_app.app import Ingress
+
+    (app,) = ServeDeploySchema.model_validate(load(name)).applications
+    (ingress,) = [d for d in app.deployments if d.name == "ingress"]
+    defaults = Ingress._deployment_config
+    for config in (ingress, defaults):
+        assert config.max_queued_requests == 100
+        assert config.backpressure_config.status_code == 503
+        assert config.backpressure_config.retry_after_s == 5
+    assert ingress.max_ongoing_requests == defaults.max_ongoing_requests == 1000
