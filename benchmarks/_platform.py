@@ -47,3 +47,10 @@ def start_platform(port: int, args: dict[str, Any] | None = None) -> str:
     while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
         time.sleep(0.5)
     return base
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q` quantile (0..1) of `values`, the nearest rank."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -62,16 +64,42 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-class TokenVerifier:
-    """Checks JWTs against the one configured algorithm and key."""
+# Verified tokens remembered per verifier: a client sends the same token with each call.
+VERIFIED_CACHE_SIZE = 4096
 
-    def __init__(self, key: str, algorithm: str) -> None:
+
+class TokenVerifier:
+    """Checks JWTs against the one configured algorithm and key.
+
+    A token that passed is remembered until it expires (the newest `VERIFIED_CACHE_SIZE`), so a
+    client's next calls with it skip the signature's check and the claims' parsing: the same
+    string, checked against the same key, gives the same caller until its `exp`. A token that
+    failed is never remembered.
+    """
+
+    def __init__(self, key: str, algorithm: str, clock: Callable[[], float] = time.time) -> None:
         if algorithm not in ("HS256", "RS256"):
             raise ValueError(f"unsupported JWT algorithm {algorithm}")
         self.key = key
         self.algorithm = algorithm
+        self.clock = clock
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def verify(self, token: str) -> Principal:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            principal, expires_at = remembered
+            if self.clock() < expires_at:
+                return principal
+            del self._verified[token]
+        principal, expires_at = self._check(token)
+        self._verified[token] = (principal, expires_at)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, float]:
+        """The caller of a token, checked in full, and when the token expires."""
         try:
             claims = jwt.decode(
                 token,
@@ -92,7 +120,7 @@ class TokenVerifier:
             raise unauthorized("the token's `tenant` must be 1 to 128 letters, digits, `_`, `.`, `@` or `-`")
         if role not in ("user", "admin"):
             raise unauthorized("the token's `role` must be `user` or `admin`")
-        return Principal(sub=sub, tenant=tenant, role=Role(role))
+        return Principal(sub=sub, tenant=tenant, role=Role(role)), float(claims["exp"])
 
 
 def issue_token(secret: str, tenant: str, sub: str = "user", role: str = "user", ttl_s: int = 3600) -> str:

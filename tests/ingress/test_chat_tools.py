@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from openai import BadRequestError, OpenAI, UnprocessableEntityError
 
+from tests.helpers import wait_until
 from tests.ingress.conftest import InProcessPlatform
 from tests.ingress.standins import tiny_png
 
@@ -133,9 +134,14 @@ def test_an_image_is_answered_from_its_caption(client: OpenAI, ingress: InProces
         model="llm", messages=[{"role": "user", "content": content}], max_tokens=8, temperature=0
     )
     assert answer.choices[0].message.content
-    usage = client.get("/usage", cast_to=object)
-    services = {item["service"]: item["requests"] for item in usage["items"]}  # type: ignore[index]
-    assert services.get("pic2text") == 1 and services.get("llm") == 1
+
+    def requests() -> dict[str, int]:
+        usage = client.get("/usage", cast_to=object)
+        return {item["service"]: item["requests"] for item in usage["items"]}  # type: ignore[index]
+
+    # The usage statistics are written off the calls' path, within a moment of them.
+    wait_until(lambda: requests().get("llm") == 1, 10, "the chat's usage")
+    assert requests().get("pic2text") == 1
 
 
 def test_models_declare_capabilities_and_the_cascade(http: TestClient, user: dict[str, str]) -> None:

@@ -98,3 +98,38 @@ def test_rs256_verifier_refuses_hs256_signed_with_the_public_key() -> None:
     signature = hmac.new(public_pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     forged = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
     rejected(lambda: verifier.verify(forged))
+
+
+# ---------------------------------------------------------------- verified tokens remembered
+
+
+def test_a_remembered_token_still_expires() -> None:
+    verifier = TokenVerifier(SECRET, "HS256")
+    token = issue_token(SECRET, tenant="t1", ttl_s=1)
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first  # remembered: the same caller
+    time.sleep(1.1)
+    with pytest.raises(ApiError) as caught:
+        verifier.verify(token)
+    assert caught.value.status == 401 and "expired" in caught.value.message
+
+
+def test_a_refused_token_is_never_remembered(verifier: TokenVerifier) -> None:
+    good = jwt.encode(claims(), SECRET, algorithm="HS256")
+    verifier.verify(good)
+    head, payload, signature = good.split(".")
+    forged = ".".join([head, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")])
+    for _ in range(2):  # the second time too: a failure is checked again, never answered from memory
+        with pytest.raises(ApiError) as caught:
+            verifier.verify(forged)
+        assert caught.value.status == 401
+
+
+def test_the_remembered_tokens_are_bounded() -> None:
+    from serve_app import auth
+
+    verifier = TokenVerifier(SECRET, "HS256")
+    tokens = [issue_token(SECRET, tenant=f"t{i}") for i in range(auth.VERIFIED_CACHE_SIZE + 5)]
+    principals = [verifier.verify(token) for token in tokens]
+    assert len(verifier._verified) == auth.VERIFIED_CACHE_SIZE
+    assert verifier.verify(tokens[0]) == principals[0]  # forgotten, then checked again in full

@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from tests.conftest import make_token
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -138,7 +139,8 @@ def test_an_image_question_is_answered_from_its_caption(client: openai.OpenAI, h
     ]
     answer = client.chat.completions.create(model="llm", messages=[{"role": "user", "content": content}], max_tokens=12)
     assert answer.choices[0].message.content
-    assert pic2text_requests() == before + 1
+    # The usage statistics are written off the calls' path, within a moment of them.
+    wait_until(lambda: pic2text_requests() == before + 1, 10, "the caption's usage")
 
 
 def test_models_declare_the_capabilities(http: httpx.Client) -> None:
