@@ -4,12 +4,13 @@ Both travel through the state store, so they reach every replica of a deployment
 restarts:
 
 - A service's **arrangement** (its backends' failover order and the disabled ones) is written by
-  the admin API (`PUT /v1/admin/models/{service}`). Each replica reads it before every call (one
-  small document: microseconds in SQLite, one round trip to Redis), so a change applies at once on
-  every replica, with no broadcast to miss one, and a replica started later (autoscaling, a
-  restart, a redeploy) starts with it.
-- Each replica **reports** its failover health every second when it changed, and every
-  `HEARTBEAT_S` regardless; `GET /v1/admin/models` aggregates the fresh reports per backend.
+  the admin API (`PUT /v1/admin/models/{service}`). Each replica reads it every `FOLLOW_S`, in a
+  thread off its event loop (not on a model call's path: a slow or stalled Redis never holds a
+  call), and says in its report which arrangement it applies; the admin API answers once every
+  live replica does, so the next call after the PUT uses it on every replica, with no broadcast
+  to miss one. A replica started later (autoscaling, a restart, a redeploy) starts with it.
+- Each replica **reports** its failover health and arrangement every `REPORT_INTERVAL_S` when they
+  changed, and every `HEARTBEAT_S` regardless; `GET /v1/admin/models` aggregates the fresh reports.
 
 Serve's `user_config` would also reach every replica, but only through a redeploy of the
 application: from inside the ingress that fights the owner of the deployment's config (a
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 ARRANGEMENTS = "model_arrangements"  # service -> {"backends": [...], "disabled": [...]}
 REPORTS = "model_reports"  # "<service>/<replica>" -> {"replica", "at", "health": [...]}
 
-REPORT_INTERVAL_S = 1.0
+FOLLOW_S = 0.25
+REPORT_INTERVAL_S = 0.25
 HEARTBEAT_S = 5.0
 # A report older than this is a replica that is gone (killed, scaled down): not shown, and swept.
 STALE_AFTER_S = 3 * HEARTBEAT_S
@@ -111,6 +113,12 @@ def fresh_reports(store: StateStore, service: str, now: float) -> list[dict[str,
     return [doc for _, doc in store.items(REPORTS, f"{service}/") if now - doc["at"] < STALE_AFTER_S]
 
 
+def replicas_apply(store: StateStore, service: str, arrangement: Arrangement, now: float) -> bool:
+    """Whether every live replica of the service reports that it applies `arrangement`."""
+    wanted = arrangement.to_doc()
+    return all(report.get("arrangement") == wanted for report in fresh_reports(store, service, now))
+
+
 def aggregate(
     configured: Sequence[str], arrangement: Arrangement | None, reports: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -162,7 +170,18 @@ class ReplicaControl:
         self.store_failing = False
 
     def follow(self) -> None:
-        """Apply the service's stored arrangement if it changed since the last call."""
+        """Apply the service's stored arrangement if it changed since the last look."""
+        self._apply(self._read())
+
+    async def follow_forever(self) -> None:
+        """Every `FOLLOW_S`: read the arrangement in a thread, apply it on the event loop (where
+        the calls use the chain)."""
+        while True:
+            await asyncio.sleep(FOLLOW_S)
+            self._apply(await asyncio.to_thread(self._read))
+
+    def _read(self) -> Arrangement | None:
+        """The stored arrangement; the applied one if the store cannot be read."""
         try:
             arrangement = load_arrangement(self.store, self.service)
         except Exception:  # any store client error: serve with the arrangement we have
@@ -171,8 +190,11 @@ class ReplicaControl:
                     "%s: cannot read the backends' arrangement; keeping the last one", self.service, exc_info=True
                 )
             self.store_failing = True
-            return
+            return self.applied
         self.store_failing = False
+        return arrangement
+
+    def _apply(self, arrangement: Arrangement | None) -> None:
         if arrangement is not None and arrangement != self.applied:
             self.chain.arrange(arrangement.backends, arrangement.disabled)
             self.applied = arrangement
@@ -183,25 +205,23 @@ class ReplicaControl:
     async def report_forever(self) -> None:
         """Write this replica's health when it changes (checked every second) and every
         `HEARTBEAT_S`, so that readers can tell a live replica from a gone one; sweep gone ones."""
-        last: list[dict[str, Any]] | None = None
+        last: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None
         last_at = 0.0
         while True:
-            self.follow()
-            health = self.chain.health()
+            state = (self.chain.health(), self.applied.to_doc() if self.applied is not None else None)
             now = time.time()
-            if health != last or now - last_at >= HEARTBEAT_S:
+            if state != last or now - last_at >= HEARTBEAT_S:
                 try:
-                    await asyncio.to_thread(self._report, health, now)
+                    await asyncio.to_thread(self._report, *state, now)
                 except Exception:  # the next round tries again
                     log.warning("%s: cannot report the backends' health", self.service, exc_info=True)
                 else:
-                    last, last_at = health, now
+                    last, last_at = state, now
             await asyncio.sleep(REPORT_INTERVAL_S)
 
-    def _report(self, health: list[dict[str, Any]], now: float) -> None:
-        self.store.put(
-            REPORTS, f"{self.service}/{self.replica}", {"replica": self.replica, "at": now, "health": health}
-        )
+    def _report(self, health: list[dict[str, Any]], arrangement: dict[str, Any] | None, now: float) -> None:
+        report = {"replica": self.replica, "at": now, "health": health, "arrangement": arrangement}
+        self.store.put(REPORTS, f"{self.service}/{self.replica}", report)
         for key, doc in self.store.items(REPORTS, f"{self.service}/"):
             if now - doc["at"] >= STALE_AFTER_S:
                 self.store.delete(REPORTS, key)

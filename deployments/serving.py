@@ -60,7 +60,8 @@ class ModalityServer:
     and health calls (serve_app/capacity.py).
 
     With a `store`, the replica follows the admin's arrangement of its backends and reports their
-    health (deployments/control.py); it must then be made inside its event loop, as Serve does.
+    health (deployments/control.py), both in the background, never on a call's path; it must then
+    be made inside its event loop, as Serve does.
     """
 
     def __init__(self, config: ServiceConfig, store: StateStore | None = None) -> None:
@@ -81,23 +82,18 @@ class ModalityServer:
         self.background_slots = asyncio.Semaphore(config.concurrency)
         self.control = ReplicaControl(store, service, replica_name(), self.chain) if store is not None else None
         if self.control is not None:
-            self.control.follow()
-            self.reporting = asyncio.get_running_loop().create_task(self.control.report_forever())
-
-    def follow_admin(self) -> None:
-        """Apply an admin's change to the backends' order before this call, on every replica alike."""
-        if self.control is not None:
-            self.control.follow()
+            self.control.follow()  # the stored arrangement from the first call on; then in the background
+            loop = asyncio.get_running_loop()
+            self.following = loop.create_task(self.control.follow_forever())
+            self.reporting = loop.create_task(self.control.report_forever())
 
     async def run(self, request: Any) -> Any:
-        self.follow_admin()
         if not self.chain.ready():
             raise ModelUnavailable(self.chain.unavailable_reason())
         async with self._slots(request):
             return await self.chain.run(request)
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
-        self.follow_admin()
         if not self.chain.ready():
             raise ModelUnavailable(self.chain.unavailable_reason())
         async with self._slots(request):
@@ -113,13 +109,11 @@ class ModalityServer:
         Backends that never loaded (weights missing offline) do not fail it: a new replica would
         not find them either, and `/readyz` already says why.
         """
-        self.follow_admin()
         if self.chain.broken():
             raise RuntimeError(f"{self.service}: every backend is failing: {self.chain.unavailable_reason()}")
 
     async def status(self) -> dict[str, Any]:
         """Readiness and the backends in failover order, for `/readyz` and `/v1/models`."""
-        self.follow_admin()
         return {
             "service": self.service,
             "max_ongoing_requests": max_ongoing_requests(),

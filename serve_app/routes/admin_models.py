@@ -3,6 +3,7 @@ their order and the disabled ones changed at run time (deployments/control.py)."
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any, Literal
 
@@ -10,11 +11,23 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.control import Arrangement, aggregate, fresh_reports, load_arrangement, save_arrangement
+from deployments.control import (
+    FOLLOW_S,
+    HEARTBEAT_S,
+    REPORT_INTERVAL_S,
+    Arrangement,
+    aggregate,
+    fresh_reports,
+    load_arrangement,
+    replicas_apply,
+    save_arrangement,
+)
 from serve_app.auth import Principal
 from serve_app.deps import admin, get_platform
 from serve_app.errors import ERROR_RESPONSES, not_found
 from serve_app.platform import Platform
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/admin/models", tags=["admin"], responses=ERROR_RESPONSES)
 
@@ -104,5 +117,22 @@ def arrange_models(
         sorted(current.disabled) if body.disabled is None else body.disabled,
     )
     save_arrangement(platform.store, service, arrangement)
+    wait_for_replicas(platform, service, arrangement)
     platform.forget_status(service)  # `/v1/models` names the serving backend from it
     return JSONResponse(service_view(platform, service))
+
+
+# Replicas look every FOLLOW_S and report within REPORT_INTERVAL_S; a replica that does not say so
+# by then is stuck or gone (its report turns stale), and the answer does not wait for it longer.
+FOLLOW_WAIT_S = HEARTBEAT_S + FOLLOW_S + REPORT_INTERVAL_S
+
+
+def wait_for_replicas(platform: Platform, service: str, arrangement: Arrangement) -> None:
+    """Return once every live replica of the service applies `arrangement`, so that the calls
+    made after the PUT's answer use it everywhere (replicas follow it off their calls' path)."""
+    deadline = time.monotonic() + FOLLOW_WAIT_S
+    while not replicas_apply(platform.store, service, arrangement, time.time()):
+        if time.monotonic() > deadline:
+            log.warning("not every %s replica says it applies %s yet", service, arrangement.to_doc())
+            return
+        time.sleep(FOLLOW_S / 2)

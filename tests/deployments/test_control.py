@@ -26,6 +26,7 @@ from deployments.control import (
     aggregate,
     fresh_reports,
     load_arrangement,
+    replicas_apply,
     save_arrangement,
 )
 from deployments.failover import BackendChain
@@ -129,7 +130,7 @@ def test_aggregate_without_reports_or_arrangement() -> None:
 # ---------------------------------------------------------------- a replica
 
 
-async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
+async def test_a_replica_follows_the_stored_arrangement_in_the_background(
     gemini: FakeGemini,
     store: StateStore,  # noqa: F811
 ) -> None:
@@ -147,8 +148,14 @@ async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
     request = LLMRequest(messages=[ChatMessage("user", "Say hi.")], max_tokens=4, temperature=0)
     try:
         assert (await server.run(request)).model.startswith("gemini")
-        save_arrangement(store, "llm", Arrangement.of(["gemini", "llama_cpp"], [], ["gemini"]))
-        assert (await server.run(request)).model == "SmolLM2-135M-Instruct"  # no restart, no wait
+        disabled = Arrangement.of(["gemini", "llama_cpp"], [], ["gemini"])
+        save_arrangement(store, "llm", disabled)
+        # The replica follows in the background and says so in its report (what the admin API waits for).
+        deadline = time.monotonic() + 10
+        while not (fresh_reports(store, "llm", time.time()) and replicas_apply(store, "llm", disabled, time.time())):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert (await server.run(request)).model == "SmolLM2-135M-Instruct"  # no restart
         assert len(gemini.requests) == 1  # the disabled cloud was not called
         status = await server.status()
         assert [(b["name"], b["ready"]) for b in status["backends"]] == [("gemini", False), ("llama_cpp", True)]
@@ -157,8 +164,10 @@ async def test_a_replica_follows_the_stored_arrangement_at_its_next_call(
         later = ModalityServer(config, store)
         assert [entry["backend"] for entry in later.chain.health()] == ["llama_cpp", "gemini"]
         later.reporting.cancel()
+        later.following.cancel()
     finally:
         server.reporting.cancel()
+        server.following.cancel()
 
 
 async def test_a_replica_reports_its_health_and_sweeps_gone_replicas(store: StateStore) -> None:  # noqa: F811
