@@ -348,6 +348,9 @@ class WorkflowExecutor:
 
     # -------------------------------------------------------------- one node
 
+    # Nodes report no task events, like the scheduler's grants (see scheduler/actor.py): the workflow's
+    # own events and metrics follow them. `start`, `cancel` and the like still show on the dashboard.
+    @ray.method(enable_task_events=False)
     async def run_node(self, key: str, node_id: str, *inputs: Output) -> Output:
         """Run one node once its parents' outputs (`inputs`, in edge order) are ready."""
         record = self.records[key]
@@ -505,28 +508,43 @@ class WorkflowExecutor:
     async def _streamed(self, record: WorkflowRecord, node_id: str, handle: Any, request: Any) -> Any:
         """The result of a long call that streams `Progress` chunks before it (a video's denoising
         steps). Each becomes the node's `progress` (0-100) with a `running` event, at most every
-        `PROGRESS_WRITE_S` and always at 100. Progress never goes down: an attempt after a failed one
-        reports it again only once it has passed where the failed one stopped. A cancelled node
-        cancels the call: the replica stops its engine within a step, and the grant is released as
-        the call ends here."""
+        `PROGRESS_WRITE_S` and always at 100; a step that comes sooner is written when the interval
+        ends, unless a later one has come by then, so that no step waits for the next one to be shown.
+        Progress never goes down: an attempt after a failed one reports it again only once it has
+        passed where the failed one stopped. A cancelled node cancels the call: the replica stops its
+        engine within a step, and the grant is released as the call ends here."""
         node = record.node(node_id)
         responses = handle.options(stream=True).stream.remote(request)
         written_at = 0.0
+        due: asyncio.TimerHandle | None = None  # the write of a step that came within the interval
+
+        def write(percent: int) -> None:
+            nonlocal written_at
+            written_at = time.monotonic()
+            node["progress"] = percent
+            event = {"type": "node", "node_id": node_id, "status": Status.RUNNING.value}
+            self._write(record, {**event, "progress": percent})
+
         try:
             async for chunk in responses:
                 if not isinstance(chunk, Progress):
                     return chunk
-                now = time.monotonic()
-                if chunk.percent > node.get("progress", 0) and (
-                    chunk.percent == 100 or now - written_at >= PROGRESS_WRITE_S
-                ):
-                    written_at = now
-                    node["progress"] = chunk.percent
-                    event = {"type": "node", "node_id": node_id, "status": Status.RUNNING.value}
-                    self._write(record, {**event, "progress": chunk.percent})
+                if chunk.percent <= node.get("progress", 0):
+                    continue
+                if due is not None:
+                    due.cancel()  # this later step is written instead
+                    due = None
+                wait_s = written_at + PROGRESS_WRITE_S - time.monotonic()
+                if chunk.percent == 100 or wait_s <= 0:
+                    write(chunk.percent)
+                else:
+                    due = asyncio.get_running_loop().call_later(wait_s, write, chunk.percent)
         except asyncio.CancelledError:
             responses.cancel()
             raise
+        finally:
+            if due is not None:
+                due.cancel()
         raise BackendFailure(f"the {node['service']} call ended without a result")
 
 

@@ -53,12 +53,17 @@ def unix(moment: str | None) -> int | None:
 
 
 def video_status(record: WorkflowRecord) -> str:
+    """`completed` as soon as the node's completion is stored: the executor writes it only once the
+    video itself is stored, and the workflow's own final record, which lands a moment later, adds
+    nothing a client waits for. A node that has run counts as in progress until then, not queued."""
     node = record.node(NODE)
     if record.status is Status.COMPLETED:
         return "completed"
     if record.status.final:
         return "failed"
-    return "in_progress" if node["status"] == Status.RUNNING.value else "queued"
+    if node["status"] == Status.COMPLETED.value and not record.data.get("cancel_requested"):
+        return "completed"
+    return "queued" if node["status"] in (Status.PENDING.value, Status.QUEUED.value) else "in_progress"
 
 
 def video_error(record: WorkflowRecord) -> dict[str, str] | None:
@@ -233,8 +238,9 @@ async def video_content(
     platform: Platform = Depends(get_platform),
 ) -> Response:
     record = await load_video(platform, principal, video_id)
-    if record.status is not Status.COMPLETED:
-        raise ApiError(404, "not_found", f"video {video_id!r} has no content: it is {video_status(record)}")
+    status = video_status(record)
+    if status != "completed":
+        raise ApiError(404, "not_found", f"video {video_id!r} has no content: it is {status}")
     artifacts = platform.workflows.artifacts
     key = output_key(record.tenant, record.workflow_id, NODE)
     if variant == "video":

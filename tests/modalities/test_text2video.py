@@ -1,8 +1,12 @@
 """The `text2video` descriptor: params and their bounds, requests, cost, and its place in workflows
-(text in, optionally one image from a parent; a video feeds no other service)."""
+(text in, optionally one image from a parent; a video feeds no other service); and how the executor
+writes the progress of a modality that reports it (`WorkflowExecutor._streamed`)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -10,9 +14,11 @@ from pydantic import ValidationError
 
 import modalities
 from dag.errors import InvalidWorkflow
+from dag.executor import PROGRESS_WRITE_S, WorkflowExecutor
+from dag.records import new_record
 from dag.spec import WorkflowSubmission
 from dag.validate import plan_workflow
-from deployments.types import InvalidInput, VideoRequest, VideoResult
+from deployments.types import InvalidInput, Progress, VideoRequest, VideoResult
 from modalities.base import VIDEO, Output, kind_of
 from modalities.text2video import MODALITY
 
@@ -87,3 +93,65 @@ def test_a_video_feeds_nothing_and_it_takes_no_audio(source: str, target: str) -
             {"a": {"service": source, "prompt": "x"}, "b": {"service": target, "prompt": "y"}},
             [{"from": "a", "to": "b"}],
         )
+
+
+# ---------------------------------------------------------------- its progress, as the executor writes it
+
+
+class SteppingCall:
+    """A text2video call's stream, as the executor's handle gives it: `Progress` chunks at set
+    moments (seconds from the start), then the result."""
+
+    def __init__(self, steps: list[tuple[float, int]], result: object, total: int) -> None:
+        self.steps, self.result, self.total = steps, result, total
+        self.cancelled = False
+
+    def options(self, stream: bool) -> SteppingCall:
+        return self
+
+    @property
+    def stream(self) -> SteppingCall:
+        return self
+
+    def remote(self, request: object) -> AsyncIterator[object]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[object]:
+        started = time.monotonic()
+        for at, step in self.steps:
+            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+            yield Progress(step, self.total)
+        yield self.result
+
+
+class Writes:
+    """Stands in for the executor's `_write`: what the progress events said, in order."""
+
+    def __init__(self) -> None:
+        self.progress: list[int] = []
+
+    def _write(self, record: object, event: dict[str, Any]) -> None:
+        self.progress.append(event["progress"])
+
+
+def stream_through_executor(call: SteppingCall) -> tuple[object, list[int], dict[str, Any]]:
+    made = plan({"move": {"service": "text2video", "prompt": "x"}}, [])
+    record = new_record("acme", "video_1", "task", None, "default", made, {})
+    writes = Writes()
+    result = asyncio.run(WorkflowExecutor._streamed(writes, record, "move", call, None))  # type: ignore[arg-type]
+    return result, writes.progress, record.node("move")
+
+
+def test_a_step_within_the_write_interval_is_written_when_the_interval_ends() -> None:
+    # Steps 1 and 2 of 4 come together; step 3 comes well after the interval: step 2 must not wait for it.
+    call = SteppingCall([(0.0, 1), (0.01, 2), (3 * PROGRESS_WRITE_S, 3), (3 * PROGRESS_WRITE_S, 4)], "video", 4)
+    result, progress, node = stream_through_executor(call)
+    assert result == "video"
+    assert progress == [25, 50, 75, 100]
+    assert node["progress"] == 100
+
+
+def test_steps_that_come_faster_than_the_interval_are_written_at_most_once_per_interval() -> None:
+    call = SteppingCall([(0.0, step) for step in range(1, 11)], "video", 10)
+    _, progress, _ = stream_through_executor(call)
+    assert progress == [10, 100]  # the first at once, the last always; the ones between were overtaken

@@ -16,7 +16,11 @@ import openai
 import pytest
 from PIL import Image
 
+from dag.records import new_record
+from dag.spec import WorkflowSubmission
+from dag.validate import plan_workflow
 from deployments import media
+from serve_app.routes.videos import video_status
 from tests.conftest import make_token
 
 pytestmark = pytest.mark.ray
@@ -83,7 +87,8 @@ def test_create_and_poll_completes_with_what_the_backend_made(finished: Any) -> 
 def test_download_content_decodes_to_the_reported_size_and_frames(client: openai.OpenAI, finished: Any) -> None:
     video = client.videos.download_content(finished.id).content
     info = media.video_info(video)
-    assert (info.width, info.height, info.frames) == (64, 64, 17)
+    assert f"{info.width}x{info.height}" == finished.size
+    assert info.frames == round(float(finished.seconds) * info.fps) == 17
     thumbnail = client.videos.download_content(finished.id, variant="thumbnail").content
     assert media.image_info(thumbnail).content_type == "image/png"
     sheet = media.image_info(client.videos.download_content(finished.id, variant="spritesheet").content)
@@ -137,6 +142,14 @@ def test_deleting_a_running_video_stops_it_and_frees_its_grant(
     assert client.videos.create_and_poll(prompt="next", extra_body={"steps": 1}, **SMALL).status == "completed"
 
 
+def test_a_size_and_length_it_cannot_make_become_the_nearest_it_can(client: openai.OpenAI) -> None:
+    video = client.videos.create_and_poll(prompt="a kite", size="70x50", seconds="1", extra_body={"steps": 1})
+    assert video.status == "completed", video
+    assert (video.size, video.seconds) == ("64x64", "1.125")  # sides of 32k, 8k + 1 frames at 8 a second
+    info = media.video_info(client.videos.download_content(video.id).content)
+    assert (info.width, info.height, info.frames) == (64, 64, 9)
+
+
 def test_image_to_video_from_input_reference(client: openai.OpenAI) -> None:
     video = client.videos.create_and_poll(
         prompt="it moves", input_reference=("first.png", png(), "image/png"), extra_body={"steps": 2}, **SMALL
@@ -144,6 +157,24 @@ def test_image_to_video_from_input_reference(client: openai.OpenAI) -> None:
     assert video.status == "completed"
     first = media.video_frames(client.videos.download_content(video.id).content, limit=1)[0]
     assert first.size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("node", "cancel_requested", "status"),
+    [
+        ("pending", False, "queued"),
+        ("queued", False, "queued"),  # again after an executor restart, or a retry
+        ("running", False, "in_progress"),
+        ("completed", False, "completed"),  # the video is stored: the workflow's final record adds nothing
+        ("completed", True, "in_progress"),  # a delete raced it: it ends cancelled, not completed
+    ],
+)
+def test_the_status_follows_the_node_while_the_task_runs(node: str, cancel_requested: bool, status: str) -> None:
+    submission = WorkflowSubmission.model_validate({"nodes": {"task": {"service": "text2video", "prompt": "x"}}})
+    record = new_record("acme", "video_1", "task", None, "default", plan_workflow(submission), {})
+    record.data.update(status="running", cancel_requested=cancel_requested)
+    record.node("task")["status"] = node
+    assert video_status(record) == status
 
 
 # ---------------------------------------------------------------- isolation and bad input
