@@ -54,9 +54,14 @@ def duration_ms(pcm: bytes, rate: int = WIRE_RATE) -> int:
 
 @dataclass
 class VadEvent:
-    """Speech started or stopped, at `ms` from the start of the session's audio."""
+    """Speech started or stopped, at `ms` from the start of the session's audio.
 
-    kind: str  # "start" or "stop"
+    Between the two, `pause` says the speaker fell silent at `ms` (a `stop` at the same `ms`
+    follows if the silence lasts the whole `silence_ms`), and `resume` that they went on: a
+    session prepares its answer during the pause, so that the silence window is not waited
+    for before the work starts."""
+
+    kind: str  # "start", "pause", "resume" or "stop"
     ms: int
 
 
@@ -67,7 +72,7 @@ class Vad:
     state lives in the wrapper, so sessions never share it. Blocking: feed it from a thread.
     """
 
-    def __init__(self, threshold: float = 0.5, silence_ms: int = 500, origin_ms: int = 0) -> None:
+    def __init__(self, threshold: float = 0.5, silence_ms: int = 500, origin_ms: int = 0, pause_ms: int = 0) -> None:
         from silero_vad import VADIterator, load_silero_vad
 
         self._iterator: Any = VADIterator(
@@ -79,6 +84,9 @@ class Vad:
         )
         self._pending = b""
         self._origin_ms = origin_ms  # where on the session's timeline its first sample is
+        # A `pause` is reported after this much silence (a `stop` after `silence_ms`).
+        self._pause_samples = min(pause_ms, silence_ms) * VAD_RATE // 1000
+        self._paused = False
 
     def feed(self, pcm16k: bytes) -> list[VadEvent]:
         """The starts and stops in the audio fed so far (a frame at a time)."""
@@ -92,10 +100,23 @@ class Vad:
             samples = torch.from_numpy(np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0)
             found = self._iterator(samples)
             if found and "start" in found:
-                events.append(VadEvent("start", self._origin_ms + int(found["start"]) * 1000 // VAD_RATE))
+                events.append(VadEvent("start", self._ms(found["start"])))
             elif found and "end" in found:
-                events.append(VadEvent("stop", self._origin_ms + int(found["end"]) * 1000 // VAD_RATE))
+                self._paused = False
+                events.append(VadEvent("stop", self._ms(found["end"])))
+            elif self._paused and not self._iterator.temp_end:
+                self._paused = False
+                events.append(VadEvent("resume", self._ms(self._iterator.current_sample)))
+            elif not self._paused and self._iterator.triggered and self._iterator.temp_end:
+                # silero-vad's own silence mark: the `end` it reports later is its frame's start.
+                silent_since = int(self._iterator.temp_end) - VAD_FRAME
+                if self._iterator.current_sample - silent_since >= self._pause_samples:
+                    self._paused = True
+                    events.append(VadEvent("pause", self._ms(silent_since)))
         return events
+
+    def _ms(self, sample: int) -> int:
+        return self._origin_ms + max(0, int(sample)) * 1000 // VAD_RATE
 
     def reset(self) -> None:
         """Forget the speech in progress (after `input_audio_buffer.clear`); time goes on."""
@@ -103,3 +124,4 @@ class Vad:
         self._iterator.temp_end = 0
         self._iterator.model.reset_states()
         self._pending = b""
+        self._paused = False

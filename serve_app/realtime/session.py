@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
+import functools
 import json
 import logging
 import re
@@ -21,8 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from common.errors import unwrap
-from deployments.types import ChatMessage, LLMRequest, SpeechRequest, TranscribeRequest
+from common.errors import PlatformError, unwrap
+from deployments.types import ChatMessage, LLMRequest, SpeechRequest, TranscribeRequest, TranscribeResult
+from serve_app import avatars
 from serve_app.auth import Principal
 from serve_app.platform import Platform
 from serve_app.realtime.audio import VAD_RATE, WIRE_RATE, Vad, duration_ms, pcm_of, resample, wav_of
@@ -43,6 +46,9 @@ DEFAULT_MAX_OUTPUT_TOKENS = 256
 # While nobody speaks, the buffer keeps only this much audio (the prefix padding comes from it).
 IDLE_BUFFER_MS = 2_000
 MIN_COMMIT_MS = 100
+# The answer is prepared once the user has been silent this long, while the VAD waits out the rest
+# of `silence_duration_ms` (the pauses between words are shorter).
+PREPARE_AFTER_MS = 64
 MAX_CONTEXT_ITEMS = 24
 # One audio delta carries at most this much speech (OpenAI's are of the same order).
 AUDIO_DELTA_MS = 200
@@ -124,6 +130,10 @@ class SessionConfig:
             changes["output_modalities"] = modalities(session["output_modalities"], "session.output_modalities")
         if "max_output_tokens" in session:
             changes["max_output_tokens"] = max_tokens(session["max_output_tokens"], "session.max_output_tokens")
+        if "avatar" in session:  # its persona is applied by `configured`, which looks it up
+            if session["avatar"] is not None:
+                _text(session["avatar"], "session.avatar")
+            changes["avatar"] = session["avatar"]
         audio = session.get("audio") or {}
         if not isinstance(audio, dict):
             raise EventError("invalid_value", "`audio` must be an object", "session.audio")
@@ -150,8 +160,10 @@ class SessionConfig:
         return changes
 
     def body(self, session_id: str, model: str) -> dict[str, Any]:
-        """The session object of `session.created` and `session.updated`."""
+        """The session object of `session.created` and `session.updated` (with `avatar`, this
+        platform's own field, when one is named)."""
         return {
+            **({"avatar": self.avatar} if self.avatar else {}),
             "type": "realtime",
             "object": "realtime.session",
             "id": session_id,
@@ -171,6 +183,32 @@ class SessionConfig:
                 "output": {"format": AUDIO_FORMAT, "voice": self.voice or "default", "speed": 1.0},
             },
         }
+
+
+def avatar_named(session: Any) -> str | None:
+    """The avatar a session config names (`session.avatar`, this platform's own field)."""
+    avatar = session.get("avatar") if isinstance(session, dict) else None
+    return avatar if isinstance(avatar, str) and avatar else None
+
+
+def configured(config: SessionConfig, session: Any, avatar: dict[str, Any] | None = None) -> SessionConfig:
+    """A copy of `config` with `avatar`'s persona (instructions and voice), then the fields
+    `session` sets, which win over the avatar's; `config` itself never changes (an error leaves
+    the session as it was)."""
+    changed = dataclasses.replace(config)
+    if avatar is not None:
+        changed.avatar = avatar["id"]
+        changed.instructions = avatar.get("instructions") or changed.instructions
+        changed.voice = avatar.get("voice") or changed.voice
+    if session is not None:
+        changed.update(session)
+    return changed
+
+
+async def find_avatar(platform: Platform, tenant: str, avatar_id: str) -> dict[str, Any]:
+    """The tenant's avatar (a `PlatformError` 404 for another tenant's, or none)."""
+    avatar: dict[str, Any] = await asyncio.to_thread(avatars.get, platform, tenant, avatar_id)
+    return avatar
 
 
 def _text(value: Any, param: str) -> str:
@@ -248,6 +286,31 @@ class Response:
     usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
     task: asyncio.Task[None] | None = None
     announced: bool = False  # `response.created` was sent
+    # A draft (prepared during the user's pause) holds its events until the turn is confirmed;
+    # `None` once they go out as they come.
+    held: list[dict[str, Any]] | None = None
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    confirmed: bool = True  # False: a draft the user may still talk over (then it vanishes)
+
+
+@dataclass
+class Draft:
+    """A turn prepared while the user is silent but the VAD's silence window is not over: the
+    transcription of the speech so far and, with `create_response`, the response to it, its
+    events held. When the silence lasts (a `stop` at `end_ms`) the draft becomes the turn;
+    when the user goes on, or anything changes the conversation first, it is dropped."""
+
+    item_id: str
+    start_ms: int
+    end_ms: int
+    items: int  # the conversation's length it was made for
+    transcription: asyncio.Task[TranscribeResult]
+    response: Response | None = None
+
+    def cancel(self) -> None:
+        self.transcription.cancel()
+        if self.response is not None and self.response.task is not None:
+            self.response.task.cancel()
 
 
 class RealtimeSession:
@@ -276,7 +339,8 @@ class RealtimeSession:
         self._speech: tuple[str, int] | None = None  # (item id, start ms) while the user speaks
         self._transcriptions: list[asyncio.Task[None]] = []
         self.response: Response | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._draft: Draft | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---------------------------------------------------------------- events out
 
@@ -284,17 +348,21 @@ class RealtimeSession:
         await self._send({"type": event_type, "event_id": new_id("event"), **fields})
 
     async def error(self, exc: EventError, event_id: str | None = None) -> None:
-        error = {"type": exc.kind, "code": exc.code, "message": exc.message, "param": exc.param, "event_id": event_id}
-        await self.send("error", error=error)
+        await self.send("error", error=error_body(exc, event_id))
 
     async def start(self, greeting: str | None = None) -> None:
         await self.send("session.created", session=self.config.body(self.id, self.model))
         if greeting:
-            item = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": greeting}]}
-            await self._add_item(item)
+            await self._greet(greeting)
+
+    async def _greet(self, greeting: str) -> None:
+        await self._add_item(
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": greeting}]}
+        )
 
     async def close(self) -> None:
         """Stop what still runs (the client left): a response, transcriptions."""
+        self._drop_draft()
         for task in [*self._tasks, *self._transcriptions]:
             task.cancel()
         if self.response and self.response.task:
@@ -316,6 +384,8 @@ class RealtimeSession:
             kind = event["type"]
             if kind not in CLIENT_EVENTS:
                 raise EventError("unknown_event", f"unknown client event type {kind!r}", "type")
+            if kind != "input_audio_buffer.append":  # it may change what a draft was made for
+                self._drop_draft()
             await getattr(self, "on_" + kind.replace(".", "_"))(event)
         except EventError as exc:
             await self.error(exc, event_id)
@@ -324,13 +394,22 @@ class RealtimeSession:
             await self.error(EventError("server_error", "the event failed", kind="server_error"), event_id)
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        avatar = None
+        if (avatar_id := avatar_named(session)) and avatar_id != self.config.avatar:
+            try:
+                avatar = await find_avatar(self.platform, self.principal.tenant, avatar_id)
+            except PlatformError as exc:
+                raise EventError(exc.code, exc.message, "session.avatar") from None
         before = self.config.turn_detection
-        self.config.update(event.get("session"))
+        self.config = configured(self.config, session, avatar)
         if self.config.turn_detection != before:  # the VAD is made again with the new threshold and silence
             self._vad = None
             if self.config.turn_detection is None:
                 self._speech = None
         await self.send("session.updated", session=self.config.body(self.id, self.model))
+        if avatar and avatar.get("greeting") and not self.items:  # the avatar speaks first, as at connect
+            await self._greet(avatar["greeting"])
 
     async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")
@@ -348,7 +427,7 @@ class RealtimeSession:
         td = self.config.turn_detection
         if td is not None and self._vad is None:  # it counts time from where the buffer ends now
             threshold, silence_ms = float(td["threshold"]), int(td["silence_duration_ms"])
-            self._vad = await asyncio.to_thread(Vad, threshold, silence_ms, self._end_ms())
+            self._vad = await asyncio.to_thread(Vad, threshold, silence_ms, self._end_ms(), PREPARE_AFTER_MS)
         self._buffer += pcm
         if td is None or self._vad is None:
             return
@@ -357,7 +436,13 @@ class RealtimeSession:
         for vad_event in await asyncio.to_thread(vad.feed, chunk_16k):
             if vad_event.kind == "start":
                 await self._speech_started(vad_event.ms)
-            elif self._speech is not None:
+            elif self._speech is None:
+                continue
+            elif vad_event.kind == "pause":
+                self._prepare(vad_event.ms)
+            elif vad_event.kind == "resume":
+                self._drop_draft()
+            else:
                 await self._speech_stopped(vad_event.ms)
         if self._speech is None:
             self._trim(self._end_ms() - IDLE_BUFFER_MS)
@@ -435,6 +520,12 @@ class RealtimeSession:
     def _end_ms(self) -> int:
         return self._buffer_start_ms + duration_ms(bytes(self._buffer))
 
+    def _audio(self, start_ms: int, end_ms: int) -> bytes:
+        """The buffered audio from `start_ms` to `end_ms` on the session's timeline."""
+        skip = max(0, start_ms - self._buffer_start_ms) * WIRE_RATE // 1000 * 2
+        take = max(0, end_ms - max(start_ms, self._buffer_start_ms)) * WIRE_RATE // 1000 * 2
+        return bytes(self._buffer[skip : skip + take])
+
     def _trim(self, until_ms: int) -> None:
         """Drop the buffered audio before `until_ms` on the session's timeline."""
         drop_ms = min(max(0, until_ms - self._buffer_start_ms), duration_ms(bytes(self._buffer)))
@@ -450,23 +541,68 @@ class RealtimeSession:
         if self.response is not None and self.response.task and self.config.turn_detection["interrupt_response"]:
             self.response.task.cancel()  # barge-in
 
+    def _prepare(self, ms: int) -> None:
+        """The user fell silent at `ms`: transcribe what they said and (with `create_response`)
+        start the answer now, holding its events, while the VAD waits out the silence window.
+        Only when nothing else runs: the answer must read the conversation as it will be."""
+        self._drop_draft()
+        self._transcriptions = [t for t in self._transcriptions if not t.done()]
+        td = self.config.turn_detection
+        if td is None or self._speech is None or self.response is not None or self._transcriptions:
+            return
+        item_id, start = self._speech
+        pcm = self._audio(start, ms)
+        transcription = asyncio.create_task(self._stt(pcm))
+        draft = Draft(item_id, start, ms, len(self.items), transcription)
+        if td["create_response"]:
+            draft.response = self._new_response(
+                None, self.config.output_modalities, self.config.max_output_tokens, draft=draft
+            )
+        self._draft = draft
+
+    def _drop_draft(self) -> None:
+        """Forget the draft: its work is cancelled, and none of its events were sent."""
+        if self._draft is not None:
+            self._draft.cancel()
+            self._draft = None
+
     async def _speech_stopped(self, ms: int) -> None:
         assert self._speech is not None and self.config.turn_detection is not None
         item_id, start = self._speech
         self._speech = None
+        draft, self._draft = self._draft, None
+        if draft is not None and (draft.end_ms, draft.start_ms, draft.items) != (ms, start, len(self.items)):
+            draft.cancel()  # made for other audio, or another conversation
+            draft = None
         await self.send("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id)
-        await self._commit(item_id, start, ms)
-        if self.config.turn_detection["create_response"]:
-            if self.response is not None and self.response.task:
-                self.response.task.cancel()
-                await asyncio.gather(self.response.task, return_exceptions=True)
+        transcribed = await self._commit(item_id, start, ms, draft.transcription if draft else None)
+        if not self.config.turn_detection["create_response"]:
+            return
+        if self.response is not None and self.response.task:
+            self.response.task.cancel()
+            await asyncio.gather(self.response.task, return_exceptions=True)
+        prepared = draft.response if draft is not None else None
+        if prepared is not None and prepared.task is not None and not prepared.task.done():  # (done: it failed)
+            # The prepared answer is this turn's: its events go out once the transcription's have.
+            response = prepared
+            response.confirmed = True
+            self.response = response
+            opener = asyncio.create_task(self._open_after(response, transcribed))
+            self._tasks.add(opener)
+            opener.add_done_callback(self._tasks.discard)
+        else:
             self._start_response(None, self.config.output_modalities, self.config.max_output_tokens)
 
-    async def _commit(self, item_id: str, start_ms: int, end_ms: int) -> None:
-        """The buffered audio from `start_ms` to `end_ms` becomes a user item, transcribed by `stt`."""
-        self._trim(start_ms)
-        take = max(0, end_ms - self._buffer_start_ms) * WIRE_RATE // 1000 * 2
-        pcm = bytes(self._buffer[:take])
+    async def _open_after(self, response: Response, transcribed: asyncio.Task[None]) -> None:
+        await asyncio.wait([transcribed])
+        await self._open(response)
+
+    async def _commit(
+        self, item_id: str, start_ms: int, end_ms: int, transcription: asyncio.Task[TranscribeResult] | None = None
+    ) -> asyncio.Task[None]:
+        """The buffered audio from `start_ms` to `end_ms` becomes a user item, transcribed by `stt`
+        (or by `transcription`, already under way); the task that reports the transcription."""
+        pcm = self._audio(start_ms, end_ms)
         self._trim(end_ms)
         previous = self.items[-1]["id"] if self.items else None
         await self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
@@ -479,13 +615,20 @@ class RealtimeSession:
         }
         self.items.append(item)
         await self.send("conversation.item.added", item=item, previous_item_id=previous)
-        self._transcriptions.append(asyncio.create_task(self._transcribe(item, pcm)))
+        task = asyncio.create_task(self._transcribe(item, transcription or asyncio.create_task(self._stt(pcm))))
+        self._transcriptions.append(task)
+        return task
 
-    async def _transcribe(self, item: dict[str, Any], pcm: bytes) -> None:
+    async def _stt(self, pcm: bytes) -> TranscribeResult:
         language = (self.config.transcription or {}).get("language")
         request = TranscribeRequest(audio=wav_of(resample(pcm, WIRE_RATE, VAD_RATE), VAD_RATE), language=language)
+        result: TranscribeResult = await self.platform.call("stt", request, self.principal, PRIORITY)
+        return result
+
+    async def _transcribe(self, item: dict[str, Any], transcription: asyncio.Task[TranscribeResult]) -> None:
+        """Report the user item's transcription (`transcription` is the `stt` call's task)."""
         try:
-            result = await self.platform.call("stt", request, self.principal, PRIORITY)
+            result = await transcription
         except Exception as exc:
             item["content"][0]["transcript"] = ""
             error = model_error(exc)
@@ -517,18 +660,44 @@ class RealtimeSession:
     # ---------------------------------------------------------------- responses
 
     def _start_response(self, instructions: str | None, output: list[str], limit: int | str) -> None:
-        response = Response(new_id("resp"), new_id("item"), audio=output == ["audio"])
-        self.response = response
-        response.task = asyncio.create_task(self._run_response(response, instructions, limit))
+        self.response = self._new_response(instructions, output, limit)
 
-    def messages(self, instructions: str | None) -> list[ChatMessage]:
+    def _new_response(
+        self, instructions: str | None, output: list[str], limit: int | str, draft: Draft | None = None
+    ) -> Response:
+        """A response, generating from now on; a `draft`'s holds its events until `_open`."""
+        response = Response(new_id("resp"), new_id("item"), audio=output == ["audio"])
+        if draft is not None:
+            response.held, response.confirmed = [], False
+        else:
+            response.opened.set()
+        response.task = asyncio.create_task(self._run_response(response, instructions, limit, draft))
+        return response
+
+    async def _emit(self, owner: Response, event_type: str, /, **fields: Any) -> None:
+        """A response's event: sent, or held while the response is an unconfirmed draft."""
+        if owner.held is None:
+            await self.send(event_type, **fields)
+        else:
+            owner.held.append({"type": event_type, "event_id": new_id("event"), **fields})
+
+    async def _open(self, response: Response) -> None:
+        """Send what a draft response held, in order, and let the rest go out as it comes."""
+        while response.held:  # the response may add events while the first ones are sent
+            await self._send(response.held.pop(0))
+        response.held = None
+        response.opened.set()
+
+    def messages(self, instructions: str | None, heard: str | None = None) -> list[ChatMessage]:
         """The conversation as the `llm` takes it: the instructions, then the latest turns (a long
-        session must not outgrow the model's context)."""
+        session must not outgrow the model's context), and `heard` (a draft's user turn)."""
         messages = [ChatMessage(role="system", content=instructions or self.config.instructions)]
         for item in self.items[-MAX_CONTEXT_ITEMS:]:
             text = item_text(item)
             if text:
                 messages.append(ChatMessage(role=item["role"], content=text))
+        if heard:
+            messages.append(ChatMessage(role="user", content=heard))
         return messages
 
     def _response_body(self, response: Response, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
@@ -569,22 +738,31 @@ class RealtimeSession:
             "content": [part],
         }
 
-    async def _run_response(self, response: Response, instructions: str | None, limit: int | str) -> None:
+    async def _run_response(
+        self, response: Response, instructions: str | None, limit: int | str, draft: Draft | None = None
+    ) -> None:
         """Generate a response; a cancel (barge-in, `response.cancel`) ends it `cancelled`, with
-        the assistant's item holding only what was sent (for audio, what was spoken)."""
+        the assistant's item holding only what was sent (for audio, what was spoken). A draft
+        cancelled before it was confirmed leaves no trace."""
         status = "completed"
         try:
-            await self._generate(response, instructions, limit)
+            await self._generate(response, instructions, limit, draft)
+            await response.opened.wait()  # a draft's answer follows its user item in the conversation
         except asyncio.CancelledError:
+            if not response.confirmed:
+                raise
             status = "cancelled"
             if self.audio_sink is not None:
                 self.audio_sink.clear()  # what is not yet played is dropped
         except Exception as exc:
+            if not response.confirmed:  # the turn is not the user's yet: it will be answered afresh
+                return
             status = "failed"
-            await self.error(model_error(exc))
+            await self._emit(response, "error", error=error_body(model_error(exc)))
         finally:
             if self.response is response:
                 self.response = None
+        await response.opened.wait()
         item = self._assistant_item(response, "completed" if status == "completed" else "incomplete")
         if item_text(item):
             self.items.append(item)
@@ -592,24 +770,32 @@ class RealtimeSession:
             await self.send("response.created", response=self._response_body(response, "in_progress", []))
         await self.send("response.done", response=self._response_body(response, status, [item]))
 
-    async def _generate(self, response: Response, instructions: str | None, limit: int | str) -> None:
-        if self._transcriptions:  # the user's words first (`wait`: a cancel here leaves them running)
-            await asyncio.wait(self._transcriptions)
-            self._transcriptions = [t for t in self._transcriptions if not t.done()]
+    async def _generate(
+        self, response: Response, instructions: str | None, limit: int | str, draft: Draft | None
+    ) -> None:
+        heard = None
+        if draft is not None:  # the draft's own user turn, not yet in the conversation
+            heard = (await draft.transcription).text.strip()
+            previous: str | None = draft.item_id
+        else:
+            if self._transcriptions:  # the user's words first (`wait`: a cancel here leaves them running)
+                await asyncio.wait(self._transcriptions)
+                self._transcriptions = [t for t in self._transcriptions if not t.done()]
+            previous = self.items[-1]["id"] if self.items else None
         response.announced = True
-        await self.send("response.created", response=self._response_body(response, "in_progress", []))
+        emit = functools.partial(self._emit, response)
+        await emit("response.created", response=self._response_body(response, "in_progress", []))
         common = {"response_id": response.id, "item_id": response.item_id, "output_index": 0}
         item = self._assistant_item(response, "in_progress")
         item["content"] = []
-        previous = self.items[-1]["id"] if self.items else None
-        await self.send("response.output_item.added", response_id=response.id, output_index=0, item=item)
-        await self.send("conversation.item.added", item=item, previous_item_id=previous)
+        await emit("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        await emit("conversation.item.added", item=item, previous_item_id=previous)
         part: dict[str, Any] = {"type": "audio", "transcript": ""} if response.audio else {"type": "text", "text": ""}
-        await self.send("response.content_part.added", **common, content_index=0, part=part)
+        await emit("response.content_part.added", **common, content_index=0, part=part)
 
         max_tokens = DEFAULT_MAX_OUTPUT_TOKENS if limit == "inf" else int(limit)
         max_tokens = min(max_tokens, self.platform.settings.llm_max_tokens)
-        request = LLMRequest(messages=self.messages(instructions), max_tokens=max_tokens)
+        request = LLMRequest(messages=self.messages(instructions, heard), max_tokens=max_tokens)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(response, sentences)) if response.audio else None
         self._tasks.update({speaker} if speaker else set())
@@ -626,7 +812,7 @@ class RealtimeSession:
                 if not chunk.text:
                     continue
                 response.text += chunk.text
-                await self.send(delta_event, **common, content_index=0, delta=chunk.text)
+                await emit(delta_event, **common, content_index=0, delta=chunk.text)
                 if speaker is not None:
                     ready, pending = split_sentences(pending + chunk.text, first=not spoken_any)
                     spoken_any = spoken_any or bool(ready)
@@ -643,18 +829,16 @@ class RealtimeSession:
                 self._tasks.discard(speaker)
         response.text = response.text.strip()
         if response.audio:
-            await self.send("response.output_audio.done", **common, content_index=0)
-            await self.send(
-                "response.output_audio_transcript.done", **common, content_index=0, transcript=response.text
-            )
+            await emit("response.output_audio.done", **common, content_index=0)
+            await emit("response.output_audio_transcript.done", **common, content_index=0, transcript=response.text)
             part = {"type": "audio", "transcript": response.text}
         else:
-            await self.send("response.output_text.done", **common, content_index=0, text=response.text)
+            await emit("response.output_text.done", **common, content_index=0, text=response.text)
             part = {"type": "text", "text": response.text}
-        await self.send("response.content_part.done", **common, content_index=0, part=part)
+        await emit("response.content_part.done", **common, content_index=0, part=part)
         done = self._assistant_item(response, "completed")
-        await self.send("response.output_item.done", response_id=response.id, output_index=0, item=done)
-        await self.send("conversation.item.done", item=done)
+        await emit("response.output_item.done", response_id=response.id, output_index=0, item=done)
+        await emit("conversation.item.done", item=done)
 
     async def _speak(self, response: Response, sentences: asyncio.Queue[str | None]) -> None:
         """`tts` for each sentence as it comes, its audio sent as pcm16 24 kHz deltas."""
@@ -664,6 +848,7 @@ class RealtimeSession:
             request = SpeechRequest(text=sentence, voice=self.config.voice)
             result = await self.platform.call("tts", request, self.principal, PRIORITY)
             pcm = await asyncio.to_thread(pcm_of, result.wav, WIRE_RATE)
+            await response.opened.wait()  # a draft speaks once its turn is confirmed
             if self.audio_sink is not None:  # WebRTC: the audio goes on the call's track
                 self.audio_sink.write(pcm)
             else:
@@ -671,6 +856,11 @@ class RealtimeSession:
                     delta = base64.b64encode(pcm[offset : offset + step]).decode()
                     await self.send("response.output_audio.delta", **common, delta=delta)
             response.heard = f"{response.heard} {sentence}".strip()
+
+
+def error_body(exc: EventError, event_id: str | None = None) -> dict[str, Any]:
+    """The `error` of an `error` event."""
+    return {"type": exc.kind, "code": exc.code, "message": exc.message, "param": exc.param, "event_id": event_id}
 
 
 def model_error(exc: Exception) -> EventError:

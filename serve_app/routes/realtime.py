@@ -4,31 +4,40 @@ Auth is checked at the handshake, before the connection is accepted (a refusal c
 1008, which an HTTP client sees as a 403): `Authorization: Bearer <JWT, API key or client
 secret>`, or the `openai-insecure-api-key.<key>` subprotocol that browsers send. `?model=` names
 the `llm` (a service or backend name; default `llm`), `?avatar=` one of the tenant's avatars,
-whose instructions and voice the session starts with.
+whose instructions and voice the session starts with (a session can also name one in its
+`avatar` field: in a client secret's session, a call's, or `session.update`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketState
 
 from common.errors import PlatformError
-from serve_app import avatars
 from serve_app.auth import Principal, bearer_token, unauthorized
 from serve_app.deps import authenticated, get_platform
 from serve_app.errors import ERROR_RESPONSES, ApiError, not_found
 from serve_app.openai_format import invalid
 from serve_app.platform import Platform
 from serve_app.realtime import secrets, webrtc
-from serve_app.realtime.session import EventError, RealtimeSession, SessionConfig
+from serve_app.realtime.session import (
+    EventError,
+    RealtimeSession,
+    SessionConfig,
+    avatar_named,
+    configured,
+    find_avatar,
+)
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 log = logging.getLogger(__name__)
@@ -84,42 +93,54 @@ def handshake_token(connection: HTTPConnection) -> tuple[str, str | None]:
     return bearer_token(connection.headers.get("authorization")), subprotocol
 
 
-async def open_session(
-    connection: HTTPConnection, platform: Platform
-) -> tuple[Principal, SessionConfig, str, str | None, str | None]:
-    """Everything the handshake (or a call's offer) decides: who calls, the session's config, the
-    model, the greeting, and the subprotocol. Raises `PlatformError` (401, 404, ...) to refuse."""
-    token, subprotocol = handshake_token(connection)
-    config = SessionConfig()
+async def caller(connection: HTTPConnection, platform: Platform) -> tuple[Principal, dict[str, Any] | None]:
+    """Who connects, and the session config their client secret grants (None for another token);
+    a `PlatformError` 401 refuses them."""
+    token, _ = handshake_token(connection)
     if token.startswith(secrets.PREFIX):
-        principal, session = await asyncio.to_thread(secrets.verify, platform.store, token)
-        try:
-            config.update(session)
-        except EventError as exc:
-            raise unauthorized(f"the client secret's session is invalid: {exc.message}") from None
-    else:
-        principal = await platform.verify_token(token)
-    model = await platform.resolve_model(connection.query_params.get("model"), ("llm",))
-    greeting = None
-    avatar_id = connection.query_params.get("avatar")
-    if avatar_id:
-        avatar = await asyncio.to_thread(avatars.get, platform, principal.tenant, avatar_id)
-        config.avatar = avatar_id
-        config.instructions = avatar.get("instructions") or config.instructions
-        config.voice = avatar.get("voice") or config.voice
-        greeting = avatar.get("greeting")
-    return principal, config, model, greeting, subprotocol
+        principal, granted = await asyncio.to_thread(secrets.verify, platform.store, token)
+        return principal, granted
+    return await platform.verify_token(token), None
+
+
+async def open_session(
+    connection: HTTPConnection,
+    platform: Platform,
+    principal: Principal,
+    granted: dict[str, Any] | None,
+    session: dict[str, Any] | None = None,
+) -> tuple[SessionConfig, str, str | None]:
+    """What the handshake (or a call's offer) decides for `principal` (with the session config
+    its client secret `granted`): the session's config, the model and the greeting. Raises
+    `PlatformError` (404, 422, ...) to refuse.
+
+    The config is, in order: the avatar's persona (`?avatar=`, else the `avatar` a session names),
+    the client secret's session, then `session` (a call's `session` field)."""
+    model_name = connection.query_params.get("model") or (session or {}).get("model")
+    model = await platform.resolve_model(model_name if isinstance(model_name, str) else None, ("llm",))
+    avatar_id = connection.query_params.get("avatar") or avatar_named(session) or avatar_named(granted)
+    avatar = await find_avatar(platform, principal.tenant, avatar_id) if avatar_id else None
+    try:
+        config = configured(SessionConfig(), granted, avatar)
+    except EventError as exc:
+        raise unauthorized(f"the client secret's session is invalid: {exc.message}") from None
+    try:
+        config = configured(config, session)
+    except EventError as exc:
+        raise invalid(exc.param or "session", exc.message, 422) from None
+    return config, model, avatar.get("greeting") if avatar else None
 
 
 @router.websocket("/realtime")
 async def realtime(websocket: WebSocket, platform: Platform = Depends(get_platform)) -> None:
     """OpenAI's Realtime API over a WebSocket (see serve_app/realtime/session.py)."""
     try:
-        principal, config, model, greeting, subprotocol = await open_session(websocket, platform)
+        principal, granted = await caller(websocket, platform)
+        config, model, greeting = await open_session(websocket, platform, principal, granted)
     except PlatformError as exc:
         await websocket.close(code=POLICY_VIOLATION, reason=f"{exc.code}: {exc.message}"[:120])
         return
-    await websocket.accept(subprotocol=subprotocol)
+    await websocket.accept(subprotocol=handshake_token(websocket)[1])
     lock = asyncio.Lock()
 
     async def send(event: dict[str, Any]) -> None:
@@ -145,7 +166,46 @@ async def realtime(websocket: WebSocket, platform: Platform = Depends(get_platfo
 
 
 SDP = "application/sdp"
+FORM = "multipart/form-data"
 MAX_SDP_BYTES = 64 * 1024
+
+
+async def read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
+    """The call's SDP offer, and its session config: the body as `application/sdp`, or the
+    `sdp` and `session` (JSON) fields of a `multipart/form-data` body, as OpenAI's client sends
+    them when it sets the session."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    session: dict[str, Any] | None = None
+    if content_type == SDP:
+        offer = await request.body()
+    elif content_type == FORM:
+        async with request.form(max_files=2, max_fields=2, max_part_size=MAX_SDP_BYTES) as form:
+            offer = await form_field(form.get("sdp"))
+            raw_session = await form_field(form.get("session"))
+        if raw_session.strip():
+            try:
+                session = json.loads(raw_session)
+            except json.JSONDecodeError:
+                raise invalid("session", "the session is not valid JSON") from None
+            if not isinstance(session, dict):
+                raise invalid("session", "the session is a JSON object")
+    else:
+        raise ApiError(415, "unsupported_media_type", f"the offer is sent as {SDP}, or as {FORM} fields")
+    if not offer.strip() or len(offer) > MAX_SDP_BYTES:
+        raise invalid("sdp", f"the offer is empty or over {MAX_SDP_BYTES} bytes")
+    try:
+        return offer.decode(), session
+    except UnicodeDecodeError:
+        raise invalid("sdp", "the offer is not UTF-8 text") from None
+
+
+async def form_field(value: UploadFile | str | None) -> bytes:
+    """A form field's bytes, whether it came as a value or as a file part."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode()
+    return await value.read(MAX_SDP_BYTES + 1)
 
 
 @router.post(
@@ -156,18 +216,16 @@ MAX_SDP_BYTES = 64 * 1024
     responses={201: {"content": {SDP: {}}, "description": "The SDP answer; `Location` names the call"}},
 )
 async def create_call(request: Request, platform: Platform = Depends(get_platform)) -> PlainTextResponse:
-    """The body is the offer (`application/sdp`); `?model=` and `?avatar=` as for the WebSocket.
+    """The body is the offer (`application/sdp`), or the `sdp` and `session` fields of a
+    multipart form (what OpenAI's `client.realtime.calls.create(sdp=..., session=...)` sends);
+    `?model=` and `?avatar=` as for the WebSocket (or the session's `model` and `avatar`).
     The client opens the `oai-events` data channel for the events; audio flows as Opus both ways."""
-    principal, config, model, greeting, _ = await open_session(request, platform)
-    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if content_type != SDP:
-        raise ApiError(415, "unsupported_media_type", f"the offer is sent as {SDP}")
-    body = await request.body()
-    if not body.strip() or len(body) > MAX_SDP_BYTES:
-        raise invalid("sdp", f"the offer is empty or over {MAX_SDP_BYTES} bytes")
+    principal, granted = await caller(request, platform)  # before the body is read
+    offer, session = await read_offer(request)
+    config, model, greeting = await open_session(request, platform, principal, granted, session)
     try:
-        call, answer = await webrtc.start_call(platform, principal, model, config, greeting, body.decode())
-    except (ValueError, UnicodeDecodeError) as exc:
+        call, answer = await webrtc.start_call(platform, principal, model, config, greeting, offer)
+    except ValueError as exc:
         raise invalid("sdp", f"the offer cannot be answered: {exc}") from None
     log.info("realtime call", extra={"tenant": principal.tenant, "service": "llm"})
     return PlainTextResponse(

@@ -4,6 +4,7 @@ answers and Piper speaks the answer)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -30,6 +31,7 @@ from tests.ingress.conftest import InProcessPlatform, bearer
 SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 CHUNK_BYTES = WIRE_RATE // 10 * 2  # 100 ms of pcm16
 EVENT_TIMEOUT_S = 90.0
+CALL_TIMEOUT_S = 60.0
 
 
 def receive(ws: WebSocketTestSession, timeout_s: float = EVENT_TIMEOUT_S) -> dict[str, Any]:
@@ -297,3 +299,155 @@ def test_an_avatar_sets_the_persona(http: TestClient, user: dict[str, str]) -> N
     other = bearer(make_token(tenant="another-tenant", sub="mallory"))
     assert refused(http, f"/v1/realtime?avatar={avatar_id}", headers=other) == 1008
     assert refused(http, "/v1/realtime?avatar=avatar_nope", headers=user) == 1008
+
+
+@pytest.fixture()
+def granted(ingress: InProcessPlatform, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """The scheduler's grants during the test: (service, tenant, priority)."""
+    scheduler = ingress.platform.scheduler
+    grants: list[tuple[str, str, str]] = []
+    real_grant = scheduler.grant
+
+    async def grant(service: str, who: str, estimate: float, priority: str, *args: Any) -> Any:
+        grants.append((service, who, priority))
+        return await real_grant(service, who, estimate, priority, *args)
+
+    monkeypatch.setattr(scheduler, "grant", grant)
+    return grants
+
+
+def test_the_answer_is_prepared_in_the_pause(
+    http: TestClient, user: dict[str, str], tenant: str, real_voice: None, granted: list[tuple[str, str, str]]
+) -> None:
+    # Mid-sentence pauses (the commas) are shorter than the silence window: the turn is the whole
+    # sentence, answered once, and what was prepared in those pauses leaves no trace.
+    question = spoken(http, user, "Well, I think, maybe, the sky is blue. What color is the sky?")
+    with session(http, user) as ws:
+        send(ws, "session.update", session={"type": "realtime", "max_output_tokens": 24})
+        receive_until(ws, "session.updated")
+        append_audio(ws, silence(0.3) + question + silence(1.5))
+        events: list[dict[str, Any]] = []
+        done = receive_until(ws, "response.done", events)
+        send(ws, "conversation.item.create", item={"type": "message", "role": "user", "content": []})
+        assert receive(ws)["type"] == "error"  # nothing else came in between: no second answer
+    types = [e["type"] for e in events]
+    for once in (
+        "input_audio_buffer.speech_stopped",
+        "response.created",
+        "conversation.item.input_audio_transcription.completed",
+    ):
+        assert types.count(once) == 1, types
+    transcript = next(e["transcript"] for e in events if e["type"].endswith("transcription.completed"))
+    assert {"well", "blue", "sky"} <= words(transcript), transcript
+    assert done["response"]["status"] == "completed"
+    item_ids = [e["item"]["id"] for e in events if e["type"] == "conversation.item.added"]
+    assert done["response"]["output"][0]["id"] == item_ids[-1]  # the answer follows the question
+    # Transcriptions were made in the pauses (at least one dropped, then the one that stood).
+    assert granted.count(("stt", tenant, "critical")) >= 2
+
+
+def test_a_turn_is_transcribed_once(
+    http: TestClient, user: dict[str, str], tenant: str, real_voice: None, granted: list[tuple[str, str, str]]
+) -> None:
+    # No pause in the question: the transcription and answer made during the silence window are
+    # the turn's own, not made again once the VAD is sure.
+    question = spoken(http, user, "Name a color.")
+    with session(http, user) as ws:
+        send(ws, "session.update", session={"type": "realtime", "max_output_tokens": 12})
+        receive_until(ws, "session.updated")
+        append_audio(ws, silence(0.3) + question + silence(1.0))
+        events: list[dict[str, Any]] = []
+        done = receive_until(ws, "response.done", events)
+    types = [e["type"] for e in events]
+    transcribed = types.index("conversation.item.input_audio_transcription.completed")
+    assert types.index("input_audio_buffer.committed") < transcribed < types.index("response.created")
+    assert done["response"]["status"] == "completed"
+    assert [g[0] for g in granted if g[1] == tenant].count("stt") == 1
+    assert [g[0] for g in granted if g[1] == tenant].count("llm") == 1
+
+
+def test_session_update_names_an_avatar(http: TestClient, user: dict[str, str]) -> None:
+    body = {"name": "Pirate", "instructions": "You are a pirate.", "greeting": "Ahoy!"}
+    avatar_id = http.post("/v1/avatars", json=body, headers=user).json()["id"]
+    other_user = bearer(make_token(tenant="another-tenant-rt", sub="mallory"))
+    others = http.post("/v1/avatars", json={"name": "Theirs"}, headers=other_user).json()["id"]
+    with session(http, user) as ws:
+        send(ws, "session.update", session={"type": "realtime", "avatar": avatar_id})
+        updated = receive(ws)["session"]
+        assert (updated["avatar"], updated["instructions"]) == (avatar_id, "You are a pirate.")
+        greeting = receive(ws)
+        assert greeting["type"] == "conversation.item.added" and greeting["item"]["content"][0]["text"] == "Ahoy!"
+        receive_until(ws, "conversation.item.done")
+        # Another tenant's avatar is refused like a missing one, and nothing changes.
+        send(ws, "session.update", session={"avatar": others, "instructions": "Be someone else."}, event_id="e1")
+        error = receive(ws)["error"]
+        assert (error["code"], error["param"], error["event_id"]) == ("not_found", "session.avatar", "e1")
+        send(ws, "session.update", session={"instructions": "Be a brief pirate."})
+        updated = receive(ws)["session"]
+        assert (updated["avatar"], updated["instructions"]) == (avatar_id, "Be a brief pirate.")
+
+
+def test_a_call_offered_as_a_multipart_form(
+    http: TestClient, user: dict[str, str], ingress: InProcessPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official client's `realtime.calls.create(sdp=..., session=...)` sends a multipart form;
+    the session it names (an avatar, instructions) is the call's, as `session.created` shows."""
+    import aioice.ice
+    import httpx
+    import openai
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    avatar_id = http.post("/v1/avatars", json={"name": "Owl", "voice": "joe"}, headers=user).json()["id"]
+    token = user["Authorization"].removeprefix("Bearer ")
+
+    async def call() -> tuple[dict[str, Any], int]:
+        pc = RTCPeerConnection()
+        channel = pc.createDataChannel("oai-events")
+        first: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        channel.on("message", lambda text: first.done() or first.set_result(json.loads(text)))
+        pc.addTransceiver("audio", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        transport = httpx.ASGITransport(app=ingress.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://platform/v1") as raw:
+            client = openai.AsyncOpenAI(api_key=token, base_url="http://platform/v1", http_client=raw)
+            session = {"type": "realtime", "instructions": "You are a wise owl.", "avatar": avatar_id}
+            answer = await client.realtime.calls.with_raw_response.create(sdp=pc.localDescription.sdp, session=session)
+            assert answer.http_request.headers["content-type"].startswith("multipart/form-data")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.text, type="answer"))
+            created = await asyncio.wait_for(first, CALL_TIMEOUT_S)
+            hangup = await raw.post(f"{answer.headers['location'].removeprefix('/v1')}/hangup", headers=user)
+        await pc.close()
+        return created, hangup.status_code
+
+    created, hung_up = http.portal.call(call)
+    assert created["type"] == "session.created"
+    assert created["session"]["instructions"] == "You are a wise owl."  # the session's field wins
+    assert (created["session"]["avatar"], created["session"]["audio"]["output"]["voice"]) == (avatar_id, "joe")
+    assert hung_up == 200
+    # A form without an offer, or with a session that is not JSON, is refused.
+    form = {"sdp": (None, "", "application/sdp"), "session": (None, "{}", "application/json")}
+    assert http.post("/v1/realtime/calls", files=form, headers=user).status_code == 400
+    form = {"sdp": (None, "v=0", "application/sdp"), "session": (None, "{oops", "application/json")}
+    refused = http.post("/v1/realtime/calls", files=form, headers=user)
+    assert refused.status_code == 400 and "session" in refused.text
+
+
+def test_a_failing_model_fails_the_turn_once(
+    http: TestClient, user: dict[str, str], real_voice: None, swap_handle: Any
+) -> None:
+    # The answer prepared in the pause fails: the turn is answered `failed`, once, with its error.
+    from tests.ingress.conftest import scripted_handle
+
+    question = spoken(http, user, "What color is the sky?")
+    swap_handle("llm", scripted_handle("llm", behaviour="fail"))
+    with session(http, user) as ws:
+        append_audio(ws, silence(0.3) + question + silence(1.0))
+        events: list[dict[str, Any]] = []
+        done = receive_until(ws, "response.done", events)
+        send(ws, "conversation.item.create", item={"type": "message", "role": "user", "content": []})
+        assert receive(ws)["type"] == "error"  # nothing else came after the failed answer
+    types = [e["type"] for e in events]
+    assert types.count("response.created") == 1 and types.count("error") == 1, types
+    assert types.index("conversation.item.input_audio_transcription.completed") < types.index("response.created")
+    assert done["response"]["status"] == "failed"

@@ -1,13 +1,16 @@
 """The realtime WebSocket through the Serve proxy, with the official client's `realtime.connect`:
-a spoken question (made by the platform's own tts, sent at real-time pace) gets a spoken answer."""
+a spoken question (made by the platform's own tts, sent at real-time pace) gets a spoken answer;
+and a WebRTC call offered with the official client's `realtime.calls.create`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
 import time
 import wave
+from typing import Any
 
 import openai
 import pytest
@@ -103,3 +106,35 @@ def test_refused_without_a_valid_token(platform_url: str) -> None:
     bad = openai.OpenAI(base_url=f"{platform_url}/v1", api_key="not-a-token")
     with pytest.raises(Exception), bad.realtime.connect(model="llm") as connection:  # noqa: B017 (websockets' own error)
         connection.recv()
+
+
+def test_official_client_names_an_avatar_and_offers_a_call(client: openai.OpenAI) -> None:
+    """`session.update` names an avatar (its persona becomes the session's), and
+    `realtime.calls.create(sdp=..., session=...)` (a multipart form) gets an SDP answer."""
+    from aiortc import RTCPeerConnection
+
+    avatar = client.post(
+        "/avatars", body={"name": "Tutor", "instructions": "You are a patient tutor."}, cast_to=dict[str, Any]
+    )
+    with client.realtime.connect(model="llm") as connection:
+        assert connection.recv().type == "session.created"
+        connection.session.update(session={"type": "realtime", "avatar": avatar["id"]})
+        updated = connection.recv()
+        assert updated.type == "session.updated"
+        assert updated.session.instructions == "You are a patient tutor."
+        assert (updated.session.model_extra or {}).get("avatar") == avatar["id"]
+
+    async def offer() -> str:
+        pc = RTCPeerConnection()
+        pc.createDataChannel("oai-events")
+        pc.addTransceiver("audio", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return str(sdp)
+
+    session = {"type": "realtime", "instructions": "Be brief.", "avatar": avatar["id"]}
+    answer = client.realtime.calls.with_raw_response.create(sdp=asyncio.run(offer()), session=session)
+    assert answer.status_code == 201 and answer.headers["content-type"].startswith("application/sdp")
+    assert answer.text.startswith("v=0") and "m=audio" in answer.text
+    client.realtime.calls.hangup(answer.headers["location"].rsplit("/", 1)[-1])
