@@ -30,9 +30,11 @@ import importlib.util
 import itertools
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -276,8 +278,20 @@ def check_schemas(request: LLMRequest) -> None:
         grammar_of(answer, "response_format.json_schema.schema")
 
 
-async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[Any]]) -> AsyncIterator[Any]:
-    """Run a blocking iterator in a worker thread and yield its items on the event loop.
+def lowest_os_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19): a background generation then
+    takes only the CPU that the machine's other work leaves (the other models' replicas too)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError:  # not allowed here: it runs at the process's priority
+        log.warning("cannot lower the background generations' thread priority", exc_info=True)
+
+
+async def iterate_in_thread(
+    make_iterator: Callable[[threading.Event], Iterator[Any]], executor: Executor | None = None
+) -> AsyncIterator[Any]:
+    """Run a blocking iterator in a worker thread (of `executor`, or the loop's default one) and
+    yield its items on the event loop.
 
     The iterator factory gets a stop event, set when the consumer goes away (a client that
     disconnects mid-stream), so the engine stops generating instead of running to `max_tokens`.
@@ -297,7 +311,7 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
         else:
             loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
 
-    worker = loop.run_in_executor(None, pump)
+    worker = loop.run_in_executor(executor, pump)
     try:
         while True:
             kind, value = await queue.get()
@@ -396,8 +410,10 @@ class LlamaCppBackend:
         self._llama: Any = None
         self._formatter: Any = None
         # llama.cpp's context is not thread-safe: one generation at a time per loaded model, the
-        # background ones behind the others.
+        # background ones behind the others, in threads of the lowest OS priority (a thread's nice
+        # value cannot be raised back, so they are threads of their own).
         self._turns = EngineTurns()
+        self._background_threads = ThreadPoolExecutor(4, "llama-background", initializer=lowest_os_priority)
 
     @staticmethod
     def packaged_model_path() -> Path:
@@ -521,7 +537,8 @@ class LlamaCppBackend:
         whole = plan.mode in ("call", "auto")
         completion: list[str] = []
         finish_reason: str | None = None
-        async for piece in iterate_in_thread(generate):
+        executor = self._background_threads if request.background else None
+        async for piece in iterate_in_thread(generate, executor):
             choice = piece["choices"][0]
             finish_reason = choice.get("finish_reason") or finish_reason
             if choice["text"]:
