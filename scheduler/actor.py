@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import ray
+
 from common.actors import restarted_by_ray
 from scheduler.errors import UnknownTicket
 from scheduler.policy import FairScheduler, Grant
@@ -150,14 +152,20 @@ class SchedulerActor:
 
     # -------------------------------------------------------------- the API
 
+    # Every request's calls (grants, waits, releases, renewals) report no task events: the GCS keeps
+    # the last RAY_task_events_max_num_task_in_gcs (100,000) of them (gcs_server grew 76 MB over
+    # `benchmarks/load.py --overload` with them, 4 MB without), and they would flood the dashboard's
+    # task list. The actor, its state and its administrative calls still show there.
+    @ray.method(enable_task_events=False)
     async def grant(self, service: str, tenant: str, cost: float, priority: str = "default", wait: bool = True) -> int:
         """Wait until the request may run; its ticket. Raises `QuotaExceeded`, `ServiceOverloaded`."""
         self._ensure_pump()
         now = time.monotonic()
         ticket = self._submit(service, tenant, cost, priority, wait, now)
         self._dispatch(now)
-        return await self.wait(ticket)
+        return await self.wait(ticket)  # type: ignore[operator]  # `ray.method` is typed remote; it is this coroutine
 
+    @ray.method(enable_task_events=False)
     async def submit_many(
         self, releases: list[tuple[int, float | None]], requests: list[tuple[str, str, float, str, bool]]
     ) -> list[tuple[str, Any]]:
@@ -186,6 +194,7 @@ class SchedulerActor:
                 outcomes.append(("waiting", item) if item in self.waiters else ("granted", item))
         return outcomes
 
+    @ray.method(enable_task_events=False)
     async def wait(self, ticket: int) -> int:
         """Wait until a submitted request is granted; its ticket. A caller that gives up withdraws it.
 
@@ -205,6 +214,7 @@ class SchedulerActor:
             raise
         return ticket
 
+    @ray.method(enable_task_events=False)
     async def cancel(self, ticket: int) -> None:
         """Withdraw a request, waiting or granted (in full: its caller gave up before using it)."""
         self._cancel(ticket)
@@ -224,6 +234,7 @@ class SchedulerActor:
         self.submitted_at[ticket] = now
         return ticket
 
+    @ray.method(enable_task_events=False)
     async def release(self, ticket: int, actual_cost: float | None = None) -> bool:
         """End a grant, charging `actual_cost`; False if it was already released (e.g. its lease expired)."""
         released = self._release(ticket, actual_cost)
@@ -239,6 +250,7 @@ class SchedulerActor:
             return False
         return True
 
+    @ray.method(enable_task_events=False)
     async def renew(self, ticket: int) -> bool:
         """Extend a grant's lease by `lease_s`; False if it has already ended."""
         if ticket not in self.leases:
@@ -246,6 +258,7 @@ class SchedulerActor:
         self.leases[ticket] = time.monotonic() + self._config.lease_s
         return True
 
+    @ray.method(enable_task_events=False)
     async def release_many(self, releases: list[tuple[int, float | None]]) -> int:
         """Release several grants in one call (a client batching its releases)."""
         released = sum(self._release(ticket, cost) for ticket, cost in releases)
@@ -267,6 +280,7 @@ class SchedulerActor:
     async def tenants(self) -> list[dict[str, Any]]:
         return [record.to_dict() for record in self.policy.tenants()]
 
+    @ray.method(enable_task_events=False)
     async def check_room(self, tenant: str) -> None:
         """Raise `QuotaExceeded` when the tenant's queue is full (before a workflow is accepted)."""
         self.policy.check_room(tenant, time.monotonic())

@@ -259,3 +259,39 @@ def test_a_redeploy_reconfigures_the_running_actor_and_keeps_its_state(ray_clust
         assert ray.get(again.config.remote()) == config
     finally:
         ray.kill(actor)
+
+
+HOT_METHODS = ("grant", "submit_many", "wait", "cancel", "release", "renew", "release_many", "check_room")
+
+
+def reported_methods(actor: Any) -> set[str]:
+    """The methods of `actor` that left task events in the GCS (what the dashboard lists). An actor
+    task's ID ends with its actor's ID."""
+    actor_id = actor._actor_id.hex()
+    return {
+        event["name"]
+        for event in ray.timeline()
+        if event.get("cat", "").startswith("task::") and event["args"]["task_id"].endswith(actor_id)
+    }
+
+
+def test_every_request_call_leaves_no_task_event(ray_cluster: None) -> None:
+    """Each request's calls to the actor report no task events, which would grow the GCS under load;
+    the actor's administrative calls still do, for the dashboard."""
+    actor = make_actor(dispatch_limit=1)
+    held = ray.get(actor.grant.remote("tts", "events", 1.0))
+    [(kind, waiting)] = ray.get(actor.submit_many.remote([], [("tts", "events", 1.0, "default", True)]))
+    assert kind == "waiting"
+    ray.get(actor.cancel.remote(waiting))
+    assert ray.get(actor.wait.remote(held)) == held  # already granted: answered at once
+    assert ray.get(actor.renew.remote(held)) is True
+    assert ray.get(actor.release.remote(held, 1.0)) is True
+    ticket = ray.get(actor.grant.remote("tts", "events", 1.0))
+    assert ray.get(actor.release_many.remote([(ticket, 1.0)])) == 1
+    ray.get(actor.check_room.remote("events"))
+    ray.get(actor.stats.remote())  # last: once its event is in, those of the calls before it are too
+
+    wait_until(
+        lambda: "stats" in reported_methods(actor), timeout_s=20, what="the stats call's task event", interval_s=0.5
+    )
+    assert not reported_methods(actor) & set(HOT_METHODS)
