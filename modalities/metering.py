@@ -9,7 +9,6 @@ same size cost the same, and both are counted in the usage statistics the same w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,9 +32,6 @@ COUNTERS = ("requests", "errors", "refused", "dropped", "cost", "tokens_in", "to
 REFUSALS = (429, 503)
 # A failed write of the statistics (the store restarting) is tried again after this long.
 RETRY_S = 1.0
-# The counts of the calls ending within this long of each other go to the store in one write: a
-# write is a thread hop and a store transaction, which per call would sit on the hot path.
-WRITE_DELAY_S = 0.5
 
 
 def requested_usage(service: str, request: Any) -> Usage:
@@ -141,20 +137,15 @@ class UsageLedger:
     images, kept in the state store.
 
     `record` only adds to counters in memory; one task per process writes them with the store's
-    atomic increment, `write_delay_s` after the first count it has not written, so the calls of
-    that moment cost one write a document and no call waits for one. A process that dies loses at
-    most the counts of its last moments; a failed write is tried again.
+    atomic increment, so a burst of calls costs a few writes and no call waits for one. A process
+    that dies loses at most the counts of its last moments; a failed write is tried again.
     """
 
-    def __init__(
-        self, store: StateStore, clock: Callable[[], float] = time.time, write_delay_s: float = WRITE_DELAY_S
-    ) -> None:
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.write_delay_s = write_delay_s
         self._pending: dict[str, dict[str, float]] = {}
         self._writer: asyncio.Task[None] | None = None
-        self._hurry: asyncio.Event | None = None  # set by `flush`: write what is pending now
 
     def record(self, tenant: str, service: str, usage: Usage | None, cost: float, outcome: Outcome) -> None:
         """Count one model call; `usage` None for a call that never said what it used."""
@@ -184,11 +175,6 @@ class UsageLedger:
     async def _write(self) -> None:
         """Until nothing is pending: what has come since the last write, one increment a document."""
         while self._pending:
-            if self._hurry is None:
-                self._hurry = asyncio.Event()
-            if not self._hurry.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):  # the calls of the next moments join this write
-                    await asyncio.wait_for(self._hurry.wait(), self.write_delay_s)
             batch, self._pending = self._pending, {}
             for key, amounts in batch.items():
                 try:
@@ -199,15 +185,9 @@ class UsageLedger:
                     await asyncio.sleep(RETRY_S)
 
     async def flush(self) -> None:
-        """Write everything recorded so far now, and wait until it is written."""
+        """Wait until everything recorded so far is written."""
         while self._writer is not None and not self._writer.done():
-            if self._hurry is None:
-                self._hurry = asyncio.Event()
-            self._hurry.set()
-            try:
-                await asyncio.shield(self._writer)
-            finally:
-                self._hurry.clear()
+            await asyncio.shield(self._writer)
 
 
 def read_usage(

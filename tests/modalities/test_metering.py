@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from deployments.types import EmbedRequest, EmbedResult
 from modalities import cost_models
@@ -104,45 +102,3 @@ def test_calls_recorded_while_a_write_runs_are_not_lost(tmp_path: Path) -> None:
     asyncio.run(calls())
     (item,) = read_usage(store, 1, tenant="acme", today=TODAY)
     assert (item["requests"], item["cost"], item["audio_seconds"]) == (burst, 10.0 * burst, 1.0 * burst)
-
-
-class CountingStore(SqliteStore):
-    """A real SQLite store that counts its increments."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.increments = 0
-
-    def increment(self, namespace: str, key: str, amounts: Mapping[str, float]) -> dict[str, Any]:
-        self.increments += 1
-        return super().increment(namespace, key, amounts)
-
-
-def test_the_calls_of_a_moment_are_written_together(tmp_path: Path) -> None:
-    store = CountingStore(tmp_path / "state.sqlite3")
-    ledger = UsageLedger(store, clock=lambda: at(TODAY), write_delay_s=0.3)
-
-    async def calls() -> None:
-        for _ in range(5):  # calls ending one after another, each on a later turn of the loop
-            ledger.record("acme", "llm", Usage(prompt_tokens=1, output_tokens=2), 4.0, Outcome.SERVED)
-            await asyncio.sleep(0.01)
-        assert store.increments == 0  # nothing written on a call's way
-        while not read_usage(store, 1, tenant="acme", today=TODAY):  # written within moments, unasked
-            await asyncio.sleep(0.05)
-
-    asyncio.run(calls())
-    assert store.increments == 1
-    (usage,) = read_usage(store, 1, tenant="acme", today=TODAY)
-    assert (usage["requests"], usage["tokens_out"], usage["cost"]) == (5, 10, 20.0)
-
-
-def test_flush_writes_at_once(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "state.sqlite3")
-    ledger = UsageLedger(store, clock=lambda: at(TODAY), write_delay_s=3600)
-
-    async def calls() -> None:
-        ledger.record("acme", "llm", None, 1.0, Outcome.SERVED)
-        await asyncio.wait_for(ledger.flush(), 10)  # not an hour
-
-    asyncio.run(calls())
-    assert read_usage(store, 1, tenant="acme", today=TODAY)[0]["requests"] == 1
