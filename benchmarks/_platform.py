@@ -49,6 +49,14 @@ def start_platform(port: int, args: dict[str, Any] | None = None) -> str:
     return base
 
 
+def admitted_llm_calls(base: str, tenant: str) -> int:
+    """The `llm` calls the scheduler granted to `tenant` today, from its usage statistics (which
+    count only admitted calls): a benchmark checks with it that every call it made was admitted."""
+    with client(base, tenant) as http:
+        items = http.get("/v1/usage", params={"days": 1}).raise_for_status().json()["items"]
+    return sum(int(item["requests"]) for item in items if item["service"] == "llm")
+
+
 def percentile(values: list[float], q: float) -> float:
     """The `q` quantile (0..1) of `values`, the nearest rank."""
     ordered = sorted(values)

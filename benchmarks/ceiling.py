@@ -28,8 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from _platform import client as platform_client  # noqa: I001  (beside this file; sets up the path and env)
-from _platform import percentile, start_platform, token
+from _platform import admitted_llm_calls, percentile, start_platform, token
 from fastapi import Body, FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -101,12 +100,6 @@ def caller(
     return call
 
 
-def admitted_calls(base: str) -> int:
-    with platform_client(base, TENANT) as client:
-        items = client.get("/v1/usage", params={"days": 1}).raise_for_status().json()["items"]
-    return sum(int(item["requests"]) for item in items if item["service"] == "llm")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per target per round")
@@ -138,7 +131,7 @@ def main() -> None:
 
     asyncio.run(run())
     time.sleep(2)  # the usage statistics are written beside the calls, within moments
-    admitted = admitted_calls(base)
+    admitted = admitted_llm_calls(base, TENANT)
     platform_calls = warm["platform"] + len(latencies["platform"])
 
     rps = {name: len(latencies[name]) / busy_s[name] for name in targets}

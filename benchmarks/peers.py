@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from _platform import client as platform_client  # noqa: I001  (beside this file; sets up the path and env)
-from _platform import percentile, start_platform
+from _platform import admitted_llm_calls, percentile, start_platform
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".venv-peers"
@@ -220,13 +219,6 @@ class Target:
         return self.tokens / self.busy_s
 
 
-def admitted_calls(base: str) -> int:
-    """The `llm` calls the scheduler granted to the benchmark's tenant today (its usage statistics)."""
-    with platform_client(base, TENANT) as client:
-        items = client.get("/v1/usage", params={"days": 1}).raise_for_status().json()["items"]
-    return sum(int(item["requests"]) for item in items if item["service"] == "llm")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="make the peers' venv and exit")
@@ -275,7 +267,7 @@ def main() -> None:
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
         platform_calls = targets[2].calls
         time.sleep(2)  # the usage statistics are written beside the calls, within moments
-        admitted = admitted_calls(base)
+        admitted = admitted_llm_calls(base, TENANT)
 
     engine = targets[0]
     engine_p50 = statistics.median(engine.latencies_ms)
