@@ -283,14 +283,14 @@ class WorkflowStore:
     def exists(self, tenant: str, workflow_id: str) -> bool:
         return self.state.get(WORKFLOWS, workflow_key(tenant, workflow_id)) is not None
 
-    def save(self, record: WorkflowRecord, event: dict[str, Any] | None = None) -> None:
-        """Store the document, its index entries and (in the same step) an event of its log."""
+    def save(self, record: WorkflowRecord, *events: dict[str, Any]) -> None:
+        """Store the document, its index entries and (in the same step) events of its log."""
         self.ensure_indexed()
         record.data["updated_at"] = now_rfc3339()
-        if event is None:
+        if not events:
             self.state.put(WORKFLOWS, record.key, record.data, record.index_entry())
         else:
-            self.state.put_and_append(WORKFLOWS, record.key, record.data, record.key, event, record.index_entry())
+            self.state.put_and_append(WORKFLOWS, record.key, record.data, record.key, events, record.index_entry())
 
     def save_many(self, records: list[WorkflowRecord]) -> None:
         """Store many documents with their index entries in one step, without events: bulk loads."""

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deployments.background import background_threads
 from deployments.types import EmbedRequest, EmbedResult, InvalidInput, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class MiniLMBackend:
         self.device = device
         self._encoder: Any = None
         self._tokenizer: Any = None
+        # One thread: torch runs the encoder on the calling thread (one intra-op thread), so the
+        # thread's low priority is the computation's.
+        self._background_threads = background_threads("embed-background", 1)
 
     def load(self) -> None:
         if self._encoder is not None:
@@ -80,9 +84,11 @@ class MiniLMBackend:
                 code="validation_error",
                 status=422,
             )
+        loop = asyncio.get_running_loop()
+        threads = self._background_threads if request.background else None  # None: the loop's default pool
         if not request.truncate:
-            await asyncio.to_thread(self._check_lengths, request.texts)
-        vectors, tokens = await asyncio.to_thread(self._embed, request.texts)
+            await loop.run_in_executor(threads, self._check_lengths, request.texts)
+        vectors, tokens = await loop.run_in_executor(threads, self._embed, request.texts)
         return EmbedResult(vectors=vectors, prompt_tokens=tokens, model=self.model)
 
     def _check_lengths(self, texts: list[str]) -> None:

@@ -25,21 +25,22 @@ template knows them.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import heapq
 import importlib.util
 import itertools
 import json
 import logging
-import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from deployments.background import background_threads
 from deployments.types import (
     JSON_OBJECT,
     JSON_SCHEMA,
@@ -278,15 +279,6 @@ def check_schemas(request: LLMRequest) -> None:
         grammar_of(answer, "response_format.json_schema.schema")
 
 
-def lowest_os_priority() -> None:
-    """Give the calling thread the lowest CPU priority (nice 19): a background generation then
-    takes only the CPU that the machine's other work leaves (the other models' replicas too)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except OSError:  # not allowed here: it runs at the process's priority
-        log.warning("cannot lower the background generations' thread priority", exc_info=True)
-
-
 async def iterate_in_thread(
     make_iterator: Callable[[threading.Event], Iterator[Any]], executor: Executor | None = None
 ) -> AsyncIterator[Any]:
@@ -378,6 +370,37 @@ class EngineTurns:
                 self._changed.notify_all()
 
 
+@dataclass
+class SavedContext:
+    """A background generation's place in llama.cpp's context (its tokens and their KV cache),
+    kept while a foreground call uses the context, and put back when it resumes: the resumed
+    generation then evaluates one token, not its whole prompt again (measured: 26 ms instead of
+    455 ms for a 71-token prompt; the copy takes about 3 ms and 23 KB a token on SmolLM2)."""
+
+    tokens: Any  # numpy array of token ids
+    state: Any  # ctypes byte array
+
+    @classmethod
+    def of(cls, llama: Any) -> SavedContext:
+        import llama_cpp
+
+        context = llama._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(context, 0)
+        state = (ctypes.c_uint8 * size)()
+        llama_cpp.llama_state_seq_get_data(context, state, size, 0)
+        return cls(llama.input_ids[: llama.n_tokens].copy(), state)
+
+    def restore(self, llama: Any) -> None:
+        """Put the context back; if llama.cpp cannot, the generation evaluates its prompt again."""
+        import llama_cpp
+
+        if llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, self.state, len(self.state), 0) == 0:
+            llama.reset()
+            return
+        llama.input_ids[: len(self.tokens)] = self.tokens
+        llama.n_tokens = len(self.tokens)
+
+
 class LlamaCppBackend:
     """SmolLM2-135M-Instruct (or any GGUF model) through llama.cpp, on the CPU.
 
@@ -413,7 +436,7 @@ class LlamaCppBackend:
         # background ones behind the others, in threads of the lowest OS priority (a thread's nice
         # value cannot be raised back, so they are threads of their own).
         self._turns = EngineTurns()
-        self._background_threads = ThreadPoolExecutor(4, "llama-background", initializer=lowest_os_priority)
+        self._background_threads = background_threads("llama-background", 4)
 
     @staticmethod
     def packaged_model_path() -> Path:
@@ -497,10 +520,13 @@ class LlamaCppBackend:
         def generate(stop: threading.Event) -> Iterator[dict[str, Any]]:
             ticket = self._turns.ticket(request.background)
             written = ""  # the text given out so far, on which a resumed generation goes on
+            saved: SavedContext | None = None  # the context as this generation left it
             while True:
                 with self._turns.turn(ticket, stop) as running:
                     if not running:
                         return
+                    if saved is not None:
+                        saved.restore(self._llama)
                     if seeded:
                         # A prompt llama.cpp finds in its cache is resumed from slightly different
                         # logits (measured: the same seed then sampled another text); evaluated afresh,
@@ -527,6 +553,7 @@ class LlamaCppBackend:
                             choice = piece["choices"][0]
                             written += choice["text"]
                             if may_yield and self._turns.foreground_waiting and choice["finish_reason"] is None:
+                                saved = SavedContext.of(self._llama)
                                 break  # a foreground call waits: let it run, then go on
                         else:
                             return

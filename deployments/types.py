@@ -382,6 +382,9 @@ class EmbedRequest:
     texts: list[str]  # one vector each, in order
     truncate: bool = False  # cut texts longer than the model's window, instead of refusing them
     dimensions: int | None = None  # the vectors' dimension the caller expects: refused if not the model's
+    # Set for `low`-priority work (batch lines, low workflow nodes): the encoder runs it in a thread
+    # of the lowest CPU priority, so it takes only the CPU that interactive calls leave.
+    background: bool = False
 
 
 @dataclass

@@ -161,7 +161,8 @@ class Modality(Generic[RequestT, ResultT, ParamsT]):
 
     def in_background(self, request: RequestT) -> RequestT:
         """The request as `low`-priority work, for backends that run such calls behind the others
-        (llm: a background generation yields the engine at its next token). Unchanged by default."""
+        (llm: a background generation yields the engine at its next token; embed: the encoder runs
+        at the lowest CPU priority). Unchanged by default."""
         return request
 
     def takes(self, kind: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from deployments.types import EmbedRequest, EmbedResult
 from modalities.base import TEXT, VECTOR, VECTOR_TYPE, Modality, Output, Params
@@ -30,6 +31,9 @@ class Embed(Modality[EmbedRequest, EmbedResult, EmbedParams]):
 
     def build_request(self, params: EmbedParams, text: str, media: list[Output]) -> EmbedRequest:
         return EmbedRequest(texts=[text])
+
+    def in_background(self, request: EmbedRequest) -> EmbedRequest:
+        return replace(request, background=True)
 
     def output(self, result: EmbedResult) -> Output:
         vector = {"model": result.model, "embedding": result.vectors[0], "tokens": result.prompt_tokens}

@@ -105,10 +105,11 @@ class StateStore(ABC):
         key: str,
         value: dict[str, Any],
         stream: str,
-        data: dict[str, Any],
+        events: Sequence[dict[str, Any]],
         index: IndexEntry | None = None,
     ) -> int:
-        """`put` and `append` as one step: a reader never sees the event without the document's change."""
+        """`put` and an `append` of each event as one step: a reader never sees the events without
+        the document's change. The last event's id."""
 
     @abstractmethod
     def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
@@ -288,14 +289,16 @@ class SqliteStore(StateStore):
         key: str,
         value: dict[str, Any],
         stream: str,
-        data: dict[str, Any],
+        events: Sequence[dict[str, Any]],
         index: IndexEntry | None = None,
     ) -> int:
         with self._transaction() as db:
             self._put(db, namespace, key, value)
             if index is not None:
                 self._index(db, [index])
-            event_id = self._append(db, stream, data)
+            event_id = 0
+            for data in events:
+                event_id = self._append(db, stream, data)
         _signals(self.path).notify(stream)
         return event_id
 
@@ -589,15 +592,17 @@ class RedisStore(StateStore):
         key: str,
         value: dict[str, Any],
         stream: str,
-        data: dict[str, Any],
+        events: Sequence[dict[str, Any]],
         index: IndexEntry | None = None,
     ) -> int:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._hash(namespace), key, dumps(value))
         if index is not None:
             self._index(pipe, [index])
-        pipe.eval(_APPEND_SCRIPT, 2, *self._stream_keys(stream), dumps(data))
-        return int(pipe.execute()[-1])
+        for data in events:
+            pipe.eval(_APPEND_SCRIPT, 2, *self._stream_keys(stream), dumps(data))
+        results = pipe.execute()
+        return int(results[-1]) if events else 0
 
     def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
         entries = self.redis.xrange(self._stream_keys(stream)[0], min=f"({after}-1", max="+", count=limit)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import threading
 
 import pytest
 
@@ -64,3 +66,17 @@ def test_a_text_longer_than_the_window_is_refused_naming_the_limit(encoder: Mini
 def test_empty_input_is_the_clients_mistake(encoder: MiniLMBackend, texts: list[str]) -> None:
     with pytest.raises(InvalidInput):
         asyncio.run(encoder.run(EmbedRequest(texts)))
+
+
+def test_background_texts_get_the_same_vectors_from_a_thread_of_the_lowest_priority(encoder: MiniLMBackend) -> None:
+    """A batch line's vector is the one an interactive call gets; it is computed at nice 19, so it
+    takes only the CPU that interactive calls leave."""
+    texts = ["A man is eating food.", "The stock market fell."]
+    foreground = embed(encoder, *texts)
+    background = asyncio.run(encoder.run(EmbedRequest(texts, background=True)))
+    for a, b in zip(foreground.vectors, background.vectors, strict=True):
+        assert cosine(a, b) == pytest.approx(1.0, abs=1e-6)
+    assert background.prompt_tokens == foreground.prompt_tokens
+    threads = list(encoder._background_threads._threads)
+    assert threads and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == 19 for t in threads if t.native_id)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from deployments.llm import EngineTurns, LlamaCppBackend, VllmBackend
+from deployments.llm import EngineTurns, LlamaCppBackend, SavedContext, VllmBackend
 from deployments.types import (
     LOGPROBS,
     TOOLS,
@@ -280,6 +280,24 @@ def test_a_caller_that_goes_away_gives_its_place_up() -> None:
     assert outcome == [False] and turns.foreground_waiting == 0 and not turns._waiting
     with turns.turn(turns.ticket(background=True), stop) as running:  # the engine is free again
         assert running
+
+
+def test_a_saved_context_resumes_a_generation_without_evaluating_its_prompt_again(llama: LlamaCppBackend) -> None:
+    """What a yielding background generation keeps: put back after another prompt used the
+    context, llama.cpp finds the whole prompt cached and goes on with the text it writes alone."""
+    engine = llama._llama
+    prompt = "Once upon a time, in a lighthouse by the sea,"
+    alone = engine.create_completion(prompt, max_tokens=24, temperature=0)["choices"][0]["text"]
+    engine.reset()
+    first = engine.create_completion(prompt, max_tokens=12, temperature=0)["choices"][0]["text"]
+    saved = SavedContext.of(engine)
+    engine.create_completion("What is 2+2? The answer is", max_tokens=4, temperature=0)
+    assert list(engine.input_ids[: len(saved.tokens)]) != list(saved.tokens)
+    saved.restore(engine)
+    assert engine.n_tokens == len(saved.tokens)
+    assert list(engine.input_ids[: engine.n_tokens]) == list(saved.tokens)
+    rest = engine.create_completion(prompt + first, max_tokens=12, temperature=0)["choices"][0]["text"]
+    assert first + rest == alone
 
 
 async def test_a_background_generation_yields_to_a_chat_and_resumes(llama: LlamaCppBackend) -> None:

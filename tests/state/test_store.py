@@ -51,11 +51,13 @@ def test_event_ids_count_from_one_and_resume(store: StateStore) -> None:
 
 def test_put_and_append_share_one_sequence_with_append(store: StateStore) -> None:
     assert store.append("wf", {"n": 0}) == 1
-    assert store.put_and_append("docs", "wf", {"status": "running"}, "wf", {"n": 1}) == 2
+    assert store.put_and_append("docs", "wf", {"status": "running"}, "wf", [{"n": 1}]) == 2
     assert store.get("docs", "wf") == {"status": "running"}
-    assert store.put_and_append("docs", "wf", {"status": "done"}, "wf", {"n": 2}) == 3
+    # Several events with one change of the document (the executor's merged saves): the last id.
+    assert store.put_and_append("docs", "wf", {"status": "done"}, "wf", [{"n": 2}, {"n": 3}]) == 4
     assert store.get("docs", "wf") == {"status": "done"}
-    assert [e.data["n"] for e in store.read("wf")] == [0, 1, 2]
+    assert [e.data["n"] for e in store.read("wf")] == [0, 1, 2, 3]
+    assert [e.id for e in store.read("wf")] == [1, 2, 3, 4]
 
 
 def test_put_and_append_is_one_step(tmp_path: Path) -> None:
@@ -63,7 +65,7 @@ def test_put_and_append_is_one_step(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "state.sqlite3")
     store.put("docs", "wf", {"status": "pending"})
     with pytest.raises(TypeError):
-        store.put_and_append("docs", "wf", {"status": "running"}, "wf", {"not json": object()})
+        store.put_and_append("docs", "wf", {"status": "running"}, "wf", [{"n": 1}, {"not json": object()}])
     assert store.get("docs", "wf") == {"status": "pending"}
     assert store.read("wf") == []
 
@@ -163,7 +165,7 @@ def test_documents_and_their_index_entries_change_in_one_step(store: StateStore)
     store.put("docs", "wf", {"status": "running"}, running)
     assert store.index_page("all") == ["wf"] and store.index_page("running") == ["wf"]
     done = IndexEntry("wf", {"all": 1.0, "done": 1.0}, absent=("running",))
-    assert store.put_and_append("docs", "wf", {"status": "done"}, "wf", {"n": 1}, done) == 1
+    assert store.put_and_append("docs", "wf", {"status": "done"}, "wf", [{"n": 1}], done) == 1
     assert store.index_page("running") == [] and store.index_page("done") == ["wf"]
     assert store.get("docs", "wf") == {"status": "done"}
     assert store.delete("docs", "wf", done)
@@ -215,7 +217,7 @@ def wake_on_append(reader: StateStore, writer: StateStore) -> None:
     waiting = pool.submit(reader.wait_read, "wf", 1, 25.0)
     time.sleep(0.3)  # let it block (if it has not, the append below is still what it must return)
     assert not waiting.done()
-    writer.put_and_append("docs", "wf", {"status": "running"}, "wf", {"n": 2})
+    writer.put_and_append("docs", "wf", {"status": "running"}, "wf", [{"n": 2}])
     assert [e.data for e in waiting.result(timeout=10)] == [{"n": 2}]
     pool.shutdown()
 

@@ -1,0 +1,29 @@
+"""Threads for `low`-priority work (batch lines, low workflow nodes) inside a replica.
+
+A backend runs such calls in threads of the lowest CPU priority (nice 19), so that on a busy
+machine they take only the CPU that the platform's other work leaves: the same replica's other
+calls, the other models' replicas, the ingress. A thread's nice value cannot be raised back, so
+these are threads of their own, never the event loop's default pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+
+def lowest_os_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError:  # not allowed here: it runs at the process's priority
+        log.warning("cannot lower the background threads' priority", exc_info=True)
+
+
+def background_threads(name: str, workers: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads at the lowest CPU priority."""
+    return ThreadPoolExecutor(workers, name, initializer=lowest_os_priority)
