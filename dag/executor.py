@@ -9,11 +9,12 @@ only parent completes, that parent asks for it on its behalf, so the grant's rou
 Ray hands the output over rather than after (a join asks when it starts).
 
 Every state change is written to the workflow's document and event log, in the order the changes
-happen, and every output is persisted as it is produced, before its node is marked completed. The
-document writes run beside the work, not in its way: a node's grant and model call do not wait for
-its "queued" and "running" records (a crash before the "completed" record lands runs the node
-again). While one write of a workflow runs, the changes made meanwhile merge into its next one: a
-batch of a thousand lines stores its document a few times a second, not three times a line.
+happen, and every output is persisted as it is produced, before a stored document shows its node
+completed. Those writes run beside the work, not in its way: a node's grant and model call do not
+wait for its "queued" and "running" records, and its children start while its output is being
+stored (a crash before the "completed" record lands runs the node again). While one save of a
+workflow runs, the changes made meanwhile merge into its next one: a batch of a thousand lines
+stores its document a few times a second, not three times a line.
 
 When the actor restarts (it was killed, or its node died), it resumes each unfinished workflow:
 completed nodes are read back from the artifact store and not run again.
@@ -133,6 +134,7 @@ class WorkflowExecutor:
         self.writes: dict[str, asyncio.Task[None]] = {}  # each workflow's last queued write
         self.pending_saves: dict[str, PendingSave] = {}  # each workflow's save that has not started
         self.next_save_due: dict[str, float] = {}  # each workflow's earliest next save (monotonic time)
+        self.outputs_in_flight: dict[str, set[asyncio.Task[None]]] = {}  # each workflow's output writes
         self.node_refs: dict[str, dict[str, Any]] = {}
         # (workflow, node) -> the node's request and grant, asked for when its only parent completed
         self.early_grants: dict[tuple[str, str], asyncio.Task[tuple[Any, int | None]]] = {}
@@ -310,6 +312,7 @@ class WorkflowExecutor:
         record.data["status"] = final.value
         await self._save(record, {"type": "workflow", "status": final.value})
         self.next_save_due.pop(record.key, None)
+        self.outputs_in_flight.pop(record.key, None)
         self.metrics.workflow_ended(record, final)
         log.info("workflow %s", final.value, extra={"tenant": record.tenant, "workflow_id": record.workflow_id})
 
@@ -325,8 +328,8 @@ class WorkflowExecutor:
 
         One workflow's saves land in the order of its changes, so its event log is in order and its
         document never shows a node running before its parent completed. A save snapshots the
-        document when it starts, which is safe because every change in memory is final: a node is
-        marked completed only once its output is stored (`run_node`).
+        document when it starts, and first waits for the outputs of the nodes the snapshot shows
+        completed (`_store_output`).
         """
         pending = self.pending_saves.get(record.key)
         if pending is None:
@@ -346,10 +349,28 @@ class WorkflowExecutor:
             del self.pending_saves[record.key]  # the changes from now on go to the next save
         started = time.monotonic()
         snapshot = record.snapshot()
+        # The nodes it shows completed had their outputs' writes started in the same step: those
+        # still running are all the snapshot can need.
+        outputs = list(self.outputs_in_flight.get(record.key, ()))
+        cost = time.monotonic() - started
+        if outputs:
+            await asyncio.gather(*outputs)
+        started = time.monotonic()
         await asyncio.to_thread(self.store.save, snapshot, *pending.events)
         ended = time.monotonic()
-        pause = min(SAVE_PAUSE_MAX_S, (ended - started) * (1 / SAVE_SHARE - 1))
-        self.next_save_due[record.key] = ended + pause
+        cost += ended - started
+        self.next_save_due[record.key] = ended + min(SAVE_PAUSE_MAX_S, cost * (1 / SAVE_SHARE - 1))
+
+    def _store_output(self, record: WorkflowRecord, node_id: str, output: Output) -> None:
+        """Start writing a node's output; the saves that show the node completed wait for it."""
+        in_flight = self.outputs_in_flight.setdefault(record.key, set())
+
+        async def write() -> None:
+            await asyncio.to_thread(self.store.put_output, record, node_id, output)
+
+        task = asyncio.get_running_loop().create_task(self._retrying(record.key, write))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
 
     def _queue(self, key: str, write: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Run `write()` once the workflow's earlier writes have ended."""
@@ -433,8 +454,7 @@ class WorkflowExecutor:
                 record, {"type": "node", "node_id": node_id, "status": Status.FAILED.value, "error": node["error"]}
             )
             raise NodeFailed(f"{node_id}: {node['error']}") from None
-        # Stored before the node is marked completed, so that any save from now on may show it so.
-        await self._retrying(key, lambda: asyncio.to_thread(self.store.put_output, record, node_id, output))
+        self._store_output(record, node_id, output)  # in the same step as the node's "completed"
         info = {"content_type": output.content_type, "bytes": len(output.data)}
         node.update(status=Status.COMPLETED.value, output=info, finished_at=now_rfc3339(), error=None)
         self.metrics.node_ended(spec.service, Status.COMPLETED)
