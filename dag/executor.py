@@ -157,9 +157,8 @@ class WorkflowExecutor:
     def _apply(self, config: ExecutorConfig) -> None:
         self._config = config
         self.app_name = config.app_name
-        # Each service's deployment handles (by value, by reference), made once and kept: a new
-        # handle starts a router of its own, which registers with the Serve controller and reports
-        # to it (measured: a 50-line batch that made one a call kept the controller at 70% of a core).
+        # Each service's deployment handles (by value, by reference), made once and kept, as Serve
+        # advises: a new handle starts a router of its own, which registers with the Serve controller.
         self.handles: dict[tuple[str, bool], Any] = {}
         self.retries = config.retries
         self.backoff_s = config.backoff_s

@@ -1,6 +1,6 @@
 """Threads for `low`-priority work (batch lines, low workflow nodes) inside a replica.
 
-A backend runs such calls in threads of the lowest CPU priority (nice 19), so that on a busy
+A backend runs such calls in threads of the lowest CPU priority (SCHED_IDLE), so that on a busy
 machine they take only the CPU that the platform's other work leaves: the same replica's other
 calls, the other models' replicas, the ingress. A thread's nice value cannot be raised back, so
 these are threads of their own, never the event loop's default pool.
@@ -17,9 +17,14 @@ log = logging.getLogger(__name__)
 
 
 def lowest_os_priority() -> None:
-    """Give the calling thread the lowest CPU priority (nice 19)."""
+    """Give the calling thread the lowest CPU priority: Linux's SCHED_IDLE policy, under which it
+    runs only on CPU time no other thread wants, and nice 19 (where SCHED_IDLE is unknown, the
+    lowest priority of the usual policy)."""
+    thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, thread, 19)
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
     except OSError:  # not allowed here: it runs at the process's priority
         log.warning("cannot lower the background threads' priority", exc_info=True)
 

@@ -55,7 +55,7 @@ class FasterWhisperBackend:
         model_path: str | None = None,
         compute_type: str = "int8",
         beam_size: int = 1,
-        cpu_threads: int = 1,
+        cpu_threads: int = 2,
         device: str = "auto",
     ) -> None:
         self.model_path = model_path

@@ -69,8 +69,8 @@ def test_empty_input_is_the_clients_mistake(encoder: MiniLMBackend, texts: list[
 
 
 def test_background_texts_get_the_same_vectors_from_a_thread_of_the_lowest_priority(encoder: MiniLMBackend) -> None:
-    """A batch line's vector is the one an interactive call gets; it is computed at nice 19, so it
-    takes only the CPU that interactive calls leave."""
+    """A batch line's vector is the one an interactive call gets; it is computed at the lowest CPU
+    priority (SCHED_IDLE), so it takes only the CPU that interactive calls leave."""
     texts = ["A man is eating food.", "The stock market fell."]
     foreground = embed(encoder, *texts)
     background = asyncio.run(encoder.run(EmbedRequest(texts, background=True)))
@@ -79,4 +79,5 @@ def test_background_texts_get_the_same_vectors_from_a_thread_of_the_lowest_prior
     assert background.prompt_tokens == foreground.prompt_tokens
     threads = list(encoder._background_threads._threads)
     assert threads and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == 19 for t in threads if t.native_id)
+    assert all(os.sched_getscheduler(t.native_id) == os.SCHED_IDLE for t in threads if t.native_id)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19

@@ -330,4 +330,5 @@ async def test_a_background_generation_yields_to_a_chat_and_resumes(llama: Llama
     # It ran in a thread of the lowest CPU priority, which the chat's thread does not share.
     threads = list(llama._background_threads._threads)
     assert threads and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == 19 for t in threads if t.native_id)
+    assert all(os.sched_getscheduler(t.native_id) == os.SCHED_IDLE for t in threads if t.native_id)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
