@@ -46,7 +46,7 @@ from dag.validate import WorkflowPlan
 from deployments.types import BackendFailure, Progress
 from modalities.base import Output, compose
 from modalities.metering import Meter, UsageLedger, used
-from modalities.transport import by_value, handle_for
+from modalities.transport import handle_for
 from scheduler.client import SchedulerClient
 from scheduler.settings import Priority
 
@@ -157,9 +157,9 @@ class WorkflowExecutor:
     def _apply(self, config: ExecutorConfig) -> None:
         self._config = config
         self.app_name = config.app_name
-        # Each service's deployment handles (by value, by reference), made once and kept, as Serve
-        # advises: a new handle starts a router of its own, which registers with the Serve controller.
-        self.handles: dict[tuple[str, bool], Any] = {}
+        # Each service's deployment handle, made once and kept, as Serve advises: a new handle starts
+        # a router of its own, which registers with the Serve controller (`.options()` shares it).
+        self.handles: dict[str, Any] = {}
         self.retries = config.retries
         self.backoff_s = config.backoff_s
         self.backoff_max_s = config.backoff_max_s
@@ -518,11 +518,10 @@ class WorkflowExecutor:
             if ticket is not None:
                 self.scheduler.release(ticket, None)
 
-    def _handle(self, service: str, request: Any) -> Any:
-        key = (service, by_value(request))
-        if key not in self.handles:
-            self.handles[key] = handle_for(serve.get_deployment_handle(service, app_name=self.app_name), request)
-        return self.handles[key]
+    def _handle(self, service: str) -> Any:
+        if service not in self.handles:
+            self.handles[service] = serve.get_deployment_handle(service, app_name=self.app_name)
+        return self.handles[service]
 
     def _estimate(self, service: str, request: Any) -> float:
         return self.meter.estimate(service, request)
@@ -547,7 +546,7 @@ class WorkflowExecutor:
         and `queued`, the node's first attempt is already marked queued.
         """
         node = record.node(node_id)
-        handle = self._handle(service, request)
+        handle = handle_for(self._handle(service), request)
         modality = modalities.get(service)
         if record.priority == Priority.LOW:  # batch lines and low tasks run behind the replica's other calls
             request = modality.in_background(request)

@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -178,6 +179,27 @@ def wait_stored_final(store: Any, key: str, timeout_s: float = 240) -> dict[str,
             return dict(record.data)
         assert time.monotonic() < deadline, record.data["nodes"]
         time.sleep(0.2)
+
+
+def reported_methods(actor: Any) -> set[str]:
+    """The methods of `actor` that left task events in the GCS (what the dashboard lists). An actor
+    task's ID ends with its actor's ID."""
+    import ray
+
+    actor_id = actor._actor_id.hex()
+    return {
+        event["name"]
+        for event in ray.timeline()
+        if event.get("cat", "").startswith("task::") and event["args"]["task_id"].endswith(actor_id)
+    }
+
+
+def assert_lowest_priority(pool: Any) -> None:
+    """The threads of `pool` (a ThreadPoolExecutor) run under SCHED_IDLE at nice 19; the caller's do not."""
+    threads = list(pool._threads)
+    assert threads and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == 19 for t in threads if t.native_id)
+    assert all(os.sched_getscheduler(t.native_id) == os.SCHED_IDLE for t in threads if t.native_id)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
 
 
 def actor_pid(actor: Any) -> int | None:

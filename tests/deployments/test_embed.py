@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import threading
 
 import pytest
 
 from deployments.embed import MiniLMBackend
 from deployments.types import EmbedRequest, EmbedResult, InvalidInput
+from tests.helpers import assert_lowest_priority
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,4 @@ def test_background_texts_get_the_same_vectors_from_a_thread_of_the_lowest_prior
     for a, b in zip(foreground.vectors, background.vectors, strict=True):
         assert cosine(a, b) == pytest.approx(1.0, abs=1e-6)
     assert background.prompt_tokens == foreground.prompt_tokens
-    threads = list(encoder._background_threads._threads)
-    assert threads and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == 19 for t in threads if t.native_id)
-    assert all(os.sched_getscheduler(t.native_id) == os.SCHED_IDLE for t in threads if t.native_id)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
+    assert_lowest_priority(encoder._background_threads)

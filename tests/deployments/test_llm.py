@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from dataclasses import replace
 from typing import Any
@@ -27,7 +26,7 @@ from deployments.types import (
     ToolCall,
     ToolSpec,
 )
-from tests.helpers import wait_until
+from tests.helpers import assert_lowest_priority, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +327,4 @@ async def test_a_background_generation_yields_to_a_chat_and_resumes(llama: Llama
     assert last.finish_reason == alone.finish_reason == "length"
     assert abs(last.completion_tokens - alone.completion_tokens) <= 1
     # It ran in a thread of the lowest CPU priority, which the chat's thread does not share.
-    threads = list(llama._background_threads._threads)
-    assert threads and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == 19 for t in threads if t.native_id)
-    assert all(os.sched_getscheduler(t.native_id) == os.SCHED_IDLE for t in threads if t.native_id)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
+    assert_lowest_priority(llama._background_threads)

@@ -19,7 +19,7 @@ from scheduler.client import SchedulerClient, scheduler_actor
 from scheduler.errors import QuotaExceeded, ServiceOverloaded
 from scheduler.settings import SchedulerConfig, ServiceLimits, TenantSettings
 from state.store import SqliteStore
-from tests.helpers import wait_restarted, wait_until
+from tests.helpers import reported_methods, wait_restarted, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -262,17 +262,6 @@ def test_a_redeploy_reconfigures_the_running_actor_and_keeps_its_state(ray_clust
 
 
 HOT_METHODS = ("grant", "submit_many", "wait", "cancel", "release", "renew", "release_many", "check_room")
-
-
-def reported_methods(actor: Any) -> set[str]:
-    """The methods of `actor` that left task events in the GCS (what the dashboard lists). An actor
-    task's ID ends with its actor's ID."""
-    actor_id = actor._actor_id.hex()
-    return {
-        event["name"]
-        for event in ray.timeline()
-        if event.get("cat", "").startswith("task::") and event["args"]["task_id"].endswith(actor_id)
-    }
 
 
 def test_every_request_call_leaves_no_task_event(ray_cluster: None) -> None:

@@ -17,7 +17,7 @@ import ray
 
 from deployments import media
 from tests.conftest import make_token
-from tests.helpers import client, llm, submit, wait_final, wait_node, wait_until
+from tests.helpers import client, llm, reported_methods, submit, wait_final, wait_node, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -309,20 +309,11 @@ def test_nodes_leave_no_task_event_but_the_executor_shows(http: httpx.Client) ->
     """The executor's node runs report no task events, which would grow the GCS under load; its own
     calls (`start`, `ping`) still do, for the dashboard. (An actor task's ID ends with its actor's.)"""
     executor = ray.get_actor("labubu-workflows", namespace="labubu")
-    actor_id = executor._actor_id.hex()
-
-    def reported() -> set[str]:
-        return {
-            event["name"]
-            for event in ray.timeline()
-            if event.get("cat", "").startswith("task::") and event["args"]["task_id"].endswith(actor_id)
-        }
-
     workflow_id = submit(http, {"nodes": {"a": llm("Hi"), "b": llm("Then")}, "edges": [{"from": "a", "to": "b"}]})
     assert wait_final(http, workflow_id)["status"] == "completed"
     assert ray.get(executor.ping.remote()) == "pong"  # last: once its event is in, the nodes' are too
-    wait_until(lambda: "ping" in reported(), timeout_s=20, what="the ping's task event", interval_s=0.5)
-    assert "start" in reported() and "run_node" not in reported()
+    wait_until(lambda: "ping" in reported_methods(executor), timeout_s=20, what="the ping's task event", interval_s=0.5)
+    assert "start" in reported_methods(executor) and "run_node" not in reported_methods(executor)
 
 
 def test_workflow_survives_the_kill_of_its_executor(http: httpx.Client) -> None:
