@@ -126,7 +126,10 @@ class WorkflowExecutor:
         # Opened here, in the actor's process: an opened store would carry its Redis URL, password
         # included, in the actor's arguments.
         self.store = WorkflowStore(stores.state(), stores.artifacts())
-        self.scheduler = SchedulerClient(scheduler)
+        # Restarted by Ray, the actor keeps its id: its new instance takes over the grants and waits
+        # of the one that died (`SchedulerActor.instances`), instead of waiting out their leases.
+        holder = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+        self.scheduler = SchedulerClient(scheduler, holder=holder)
         self.meter = Meter(self.scheduler, modalities.cost_models(), UsageLedger(self.store.state))
         self._apply(self._last_config() or config)
         self.records: dict[str, WorkflowRecord] = {}  # the running workflows: the source of truth
@@ -355,7 +358,9 @@ class WorkflowExecutor:
         if outputs:
             await asyncio.gather(*outputs)
         started = time.monotonic()
-        await asyncio.to_thread(self.store.save, snapshot, *pending.events)
+        # Tried again as it is: the events must land with the document they describe. A fresh
+        # snapshot could show changes (the workflow completed) whose events wait in the next save.
+        await self._retrying(record.key, lambda: asyncio.to_thread(self.store.save, snapshot, *pending.events))
         ended = time.monotonic()
         cost += ended - started
         self.next_save_due[record.key] = ended + min(SAVE_PAUSE_MAX_S, cost * (1 / SAVE_SHARE - 1))
@@ -385,7 +390,7 @@ class WorkflowExecutor:
             with contextlib.suppress(Exception):  # its failure was logged; this write still goes
                 await asyncio.shield(previous)
         try:
-            await self._retrying(key, write)
+            await write()
         finally:
             if self.writes.get(key) is asyncio.current_task():
                 del self.writes[key]

@@ -61,6 +61,12 @@ class SchedulerActor:
         self.waiters: dict[int, asyncio.Future[Grant]] = {}
         self.submitted_at: dict[int, float] = {}
         self.leases: dict[int, float] = {}
+        # A caller that Ray restarts (the workflow executor) submits as `(holder, instance)`: the first
+        # submission of a new instance lets go of what the previous one waited for or held. Its calls
+        # died with it; its waits would otherwise be granted to nobody, one after another, each
+        # holding a slot until its lease ran out.
+        self.instances: dict[str, str] = {}  # holder -> its current instance
+        self.instance_of: dict[int, str] = {}  # ticket -> the instance that submitted it
         self.dirty = False
         self.metrics = SchedulerMetrics()
         self._restore()
@@ -136,6 +142,7 @@ class SchedulerActor:
                 submitted = self.submitted_at.pop(grant.ticket, now)
                 if waiter is None or waiter.done():
                     self.policy.cancel(grant.ticket)
+                    self.instance_of.pop(grant.ticket, None)
                     returned = True
                     continue
                 self.leases[grant.ticket] = now + self._config.lease_s
@@ -147,6 +154,7 @@ class SchedulerActor:
         expired = [ticket for ticket, deadline in self.leases.items() if deadline <= now]
         for ticket in expired:
             del self.leases[ticket]
+            self.instance_of.pop(ticket, None)
             log.warning("lease of ticket %d expired: its holder did not release it", ticket)
             self.policy.release(ticket)
 
@@ -167,15 +175,22 @@ class SchedulerActor:
 
     @ray.method(enable_task_events=False)
     async def submit_many(
-        self, releases: list[tuple[int, float | None]], requests: list[tuple[str, str, float, str, bool]]
+        self,
+        releases: list[tuple[int, float | None]],
+        requests: list[tuple[str, str, float, str, bool]],
+        instance: tuple[str, str] | None = None,
     ) -> list[tuple[str, Any]]:
         """Releases, then grant requests `(service, tenant, cost, priority, wait)`, in one call.
 
         Releases go first: they free the slots the requests may take. Each request is answered at
         once, in order: `("granted", ticket)`, `("waiting", ticket)` (call `wait(ticket)` for it),
         or `("error", exception)` (`QuotaExceeded`, `ServiceOverloaded`, a bad cost...).
+
+        `instance`: `(holder, instance)` of a caller that Ray restarts (see `instances`).
         """
         self._ensure_pump()
+        if instance is not None:
+            self._take_over(*instance)
         for ticket, actual_cost in releases:
             self._release(ticket, actual_cost)
         now = time.monotonic()
@@ -185,6 +200,8 @@ class SchedulerActor:
                 submitted.append(self._submit(service, tenant, cost, priority, wait, now))
             except Exception as exc:  # one caller's bad request is that caller's answer, not the batch's
                 submitted.append(exc)
+        if instance is not None:
+            self.instance_of.update((item, instance[1]) for item in submitted if not isinstance(item, Exception))
         self._dispatch(now)
         outcomes: list[tuple[str, Any]] = []
         for item in submitted:
@@ -219,7 +236,26 @@ class SchedulerActor:
         """Withdraw a request, waiting or granted (in full: its caller gave up before using it)."""
         self._cancel(ticket)
 
+    def _take_over(self, holder: str, instance: str) -> None:
+        """`instance` is now `holder`'s: let go of the tickets of the instance it replaces."""
+        previous = self.instances.get(holder)
+        if previous == instance:
+            return
+        self.instances[holder] = instance
+        if previous is None:
+            return
+        orphans = [ticket for ticket, owner in self.instance_of.items() if owner == previous]
+        for ticket in orphans:
+            if ticket in self.leases:  # granted: its call may have run, so it is charged as an expired lease is
+                self._release(ticket, None)
+            else:
+                self._cancel(ticket)
+        if orphans:
+            log.warning("%s restarted: let go of %d requests of its previous instance", holder, len(orphans))
+            self._dispatch(time.monotonic())
+
     def _cancel(self, ticket: int) -> None:
+        self.instance_of.pop(ticket, None)
         waiter = self.waiters.pop(ticket, None)
         if waiter is not None and not waiter.done():
             waiter.cancel()
@@ -242,6 +278,7 @@ class SchedulerActor:
         return released
 
     def _release(self, ticket: int, actual_cost: float | None) -> bool:
+        self.instance_of.pop(ticket, None)
         if self.leases.pop(ticket, None) is None:
             return False
         try:

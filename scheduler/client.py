@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -70,9 +71,12 @@ class SchedulerClient:
     second call (`wait`). Releases never block the caller.
     """
 
-    def __init__(self, actor: Any, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, actor: Any, lease_s: float = DEFAULT_LEASE_S, holder: str | None = None) -> None:
+        """`holder`: the caller's name across restarts (a restartable actor's id). The first call of a
+        client with the same holder makes the actor let go of this client's waits and grants."""
         self.actor = actor
         self.lease_s = lease_s  # the actor's (`SchedulerConfig.lease_s`): grants are renewed well inside it
+        self.instance = None if holder is None else (holder, uuid.uuid4().hex)
         self._releases: list[tuple[int, float | None]] = []
         self._requests: list[tuple[tuple[str, str, float, str, bool], asyncio.Future[tuple[str, Any]]]] = []
         self._flush_due = False
@@ -143,7 +147,7 @@ class SchedulerClient:
             if releases:
                 self.actor.release_many.remote(releases)
             return
-        ref = self.actor.submit_many.remote(releases, [request for request, _ in requests])
+        ref = self.actor.submit_many.remote(releases, [request for request, _ in requests], self.instance)
         asyncio.get_running_loop().create_task(self._answer(ref, [future for _, future in requests]))
 
     async def _answer(self, ref: Any, futures: list[asyncio.Future[tuple[str, Any]]]) -> None:

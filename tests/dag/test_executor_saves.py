@@ -57,3 +57,35 @@ async def test_changes_made_during_a_save_merge_into_the_next_one(tmp_path: Path
     assert [(e.data["status"], e.data["node_id"]) for e in events[1:]] == expected
     stored = executor.store.find(record.key)
     assert stored is not None and {n["status"] for n in stored.data["nodes"].values()} == {"completed"}
+
+
+async def test_a_failed_save_is_tried_again_with_the_document_its_events_describe(tmp_path: Path) -> None:
+    executor = WorkflowExecutor(StoreLocation(str(tmp_path)), None, ExecutorConfig(app_name="labubu"))
+    executor.resumed.cancel()
+    first_try = threading.Event()
+    later_change_made = threading.Event()
+    written: list[tuple[str, list[str]]] = []  # (the document's status, the events' statuses) per save
+    store_save = executor.store.save
+
+    def failing_once(record: WorkflowRecord, *events: dict[str, Any]) -> None:
+        if not first_try.is_set():
+            first_try.set()
+            later_change_made.wait(5)
+            raise ConnectionError("the store restarts")  # as Redis refuses while it is down
+        written.append((record.data["status"], [e["status"] for e in events]))
+        store_save(record, *events)
+
+    executor.store.save = failing_once  # type: ignore[method-assign]
+    record = wide_record()
+    record.data["status"] = "running"
+    executor._write(record, {"type": "workflow", "status": "running"})
+    await asyncio.to_thread(first_try.wait, 5)
+    record.data["status"] = "completed"  # the workflow ends while its running save fails
+    final = executor._write(record, {"type": "workflow", "status": "completed"})
+    later_change_made.set()
+    await final
+
+    # The retry writes the document its event describes; the change made meanwhile goes with its event.
+    assert written == [("running", ["running"]), ("completed", ["completed"])]
+    events = executor.store.state.read(record.key)
+    assert [e.data["status"] for e in events] == ["running", "completed"]

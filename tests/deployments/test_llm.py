@@ -145,7 +145,11 @@ async def test_json_schema_output_validates(llama: LlamaCppBackend, schema: dict
 
 
 async def test_json_object_output_is_an_object(llama: LlamaCppBackend) -> None:
-    result = await llama.run(chat("A cat, as JSON.", response_format=ResponseFormat("json_object"), max_tokens=200))
+    # The grammar allows any object, nested without end: a prompt that the 135M model answers in a
+    # few keys ("A cat, as JSON." nests "looks" until max_tokens, greedy or not).
+    question = "What is the capital of France? Answer as a JSON object."
+    result = await llama.run(chat(question, response_format=ResponseFormat("json_object"), max_tokens=200))
+    assert result.finish_reason == "stop"
     assert isinstance(json.loads(result.text), dict)
 
 

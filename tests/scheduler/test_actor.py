@@ -284,3 +284,31 @@ def test_every_request_call_leaves_no_task_event(ray_cluster: None) -> None:
         lambda: "stats" in reported_methods(actor), timeout_s=20, what="the stats call's task event", interval_s=0.5
     )
     assert not reported_methods(actor) & set(HOT_METHODS)
+
+
+@ray.remote(num_cpus=0, max_restarts=1)
+class Holder:
+    """A restartable caller, as the workflow executor is: its client names it by its actor id."""
+
+    def __init__(self, actor: Any) -> None:
+        self.client = SchedulerClient(actor, holder=ray.get_runtime_context().get_actor_id())
+        self.calls: list[asyncio.Task[int]] = []
+
+    async def ask(self, count: int) -> None:
+        """Ask for `count` grants and keep them (never released)."""
+        self.calls += [asyncio.create_task(self.client.grant("tts", "restartable", 1.0)) for _ in range(count)]
+
+    async def grant(self) -> int:
+        return await self.client.grant("tts", "restartable", 1.0)
+
+
+def test_a_restarted_holder_takes_over_the_grants_and_waits_of_its_previous_instance(ray_cluster: None) -> None:
+    actor = make_actor(dispatch_limit=1, lease_s=60.0)  # a lease far longer than the test
+    holder = Holder.remote(actor)
+    ray.get(holder.ask.remote(4))
+    wait_until(lambda: (stats(actor)["in_flight"], stats(actor)["queued"]) == (1, 3))
+    wait_restarted(holder)  # its calls die with it; Ray starts it again, with the same id
+    # The new instance's first request lets go of the old one's grant and its three waits.
+    assert ray.get(holder.grant.remote(), timeout=20) > 0
+    state = stats(actor)
+    assert (state["in_flight"], state["queued"]) == (1, 0)
