@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any
 
+import numpy as np
+
 from deployments.google_cloud import call_google, google_client
 from deployments.media import wav_info
 from deployments.types import (
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 # Google's synchronous `recognize` refuses longer audio; longer files need `long_running_recognize`
 # with the audio in Cloud Storage.
 GOOGLE_SYNC_MAX_SECONDS = 60.0
+# Whisper's own window, and how much silence a shorter one keeps after the clip (`TranscribeRequest.window_s`).
+WHISPER_WINDOW_S = 30.0
+WINDOW_MARGIN_S = 1.0
+MAX_WINDOW_TOKENS = 224  # Whisper's own bound on a segment's tokens (448 in all, half for a prompt)
 
 
 # ---------------------------------------------------------------- faster-whisper
@@ -104,7 +110,53 @@ class FasterWhisperBackend:
         info = wav_info(request.audio)
         if self._whisper is None:
             raise ModelUnavailable(f"{self.name} is not loaded")
+        if self._fits_window(request, info.seconds):
+            return await asyncio.to_thread(self._transcribe_in_window, request, info.seconds)
         return await asyncio.to_thread(self._transcribe, request, info.seconds)
+
+    def _fits_window(self, request: TranscribeRequest, seconds: float) -> bool:
+        # The window's own path decodes one segment greedily, without timestamps, prompt or
+        # temperature schedule, and needs the language: anything else takes the full path.
+        return (
+            request.window_s is not None
+            and seconds + WINDOW_MARGIN_S <= request.window_s < WHISPER_WINDOW_S
+            and not request.word_timestamps
+            and not request.prompt
+            and request.temperature == 0
+            and (request.language is not None or not self._whisper.model.is_multilingual)
+        )
+
+    def _transcribe_in_window(self, request: TranscribeRequest, seconds: float) -> TranscribeResult:
+        """The clip in a `window_s` window instead of Whisper's 30 s: the encoder's cost falls with
+        the window, faster than linearly (tiny.en, 2 threads, a 2 s question: 515 ms in 30 s, 223 ms in 20 s),
+        and silence after the speech still tells the decoder where it ends (a window fitted to the
+        speech makes Whisper repeat it). Measured on 15 spoken sentences, 114 words: 2 word errors
+        in 30 s, 3 in 20 s, 5 in 15 s."""
+        import ctranslate2
+        from faster_whisper.audio import decode_audio
+        from faster_whisper.tokenizer import Tokenizer
+
+        whisper = self._whisper
+        language = request.language.split("-")[0].lower() if request.language else "en"
+        tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, "transcribe", language)
+        frames = int(request.window_s * whisper.feature_extractor.sampling_rate) // whisper.feature_extractor.hop_length
+        features = whisper.feature_extractor(decode_audio(io.BytesIO(request.audio)))[:, :frames]
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        [result] = whisper.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            [[*tokenizer.sot_sequence, tokenizer.no_timestamps]],
+            beam_size=self.beam_size,
+            max_length=MAX_WINDOW_TOKENS,
+            suppress_blank=True,
+        )
+        text = tokenizer.decode([token for token in result.sequences_ids[0] if token < tokenizer.eot]).strip()
+        return TranscribeResult(
+            text=text,
+            audio_seconds=seconds,
+            language=language,
+            model=self.model,
+            segments=[Segment(0.0, seconds, text)] if text else [],
+        )
 
     def _transcribe(self, request: TranscribeRequest, seconds: float) -> TranscribeResult:
         # Whisper knows languages by ISO 639-1 code: "en-US" means "en".

@@ -234,6 +234,10 @@ class TranscribeRequest:
     # every segment is sampled at it.
     temperature: float = 0.0
     word_timestamps: bool = False  # fill `TranscribeResult.words`, which costs Whisper an alignment pass
+    # Whisper encodes 30 s of audio, padded, whatever the clip's length. A short clip encoded in a
+    # shorter window (`window_s`) costs a fraction of that, at some cost in accuracy (see
+    # `FasterWhisperBackend`); backends that have no such window ignore it, as do clips too long for it.
+    window_s: float | None = None
 
 
 @dataclass

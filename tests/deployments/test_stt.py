@@ -15,6 +15,7 @@ import struct
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,34 @@ async def test_whisper_hears_what_piper_said(whisper: FasterWhisperBackend, spee
     assert result.audio_seconds == pytest.approx(wav_info(speech).seconds)
     assert result.language == "en"
     assert result.model == whisper.model == "whisper-tiny.en"
+
+
+async def test_whisper_hears_a_short_clip_in_a_short_window(whisper: FasterWhisperBackend, speech: bytes) -> None:
+    seconds = wav_info(speech).seconds
+    result = await whisper.run(TranscribeRequest(speech, window_s=20.0))
+
+    heard = set(words(result.text))
+    assert sum(word in heard for word in SENTENCE.split()) >= 7, result.text
+    assert result.language == "en" and result.model == "whisper-tiny.en"
+    # The window's path decodes without timestamps: one segment over the whole clip.
+    assert result.segments == [Segment(0.0, seconds, result.text)]
+
+
+@pytest.mark.parametrize(
+    "request_options",
+    [{"window_s": 2.0}, {"window_s": 20.0, "word_timestamps": True}, {"window_s": 20.0, "prompt": "Foxes."}],
+    ids=["longer than the window", "words asked for", "a prompt"],
+)
+async def test_whisper_takes_its_full_window_for_what_a_short_one_cannot_do(
+    whisper: FasterWhisperBackend, speech: bytes, request_options: dict[str, Any]
+) -> None:
+    seconds = wav_info(speech).seconds
+    result = await whisper.run(TranscribeRequest(speech, **request_options))
+
+    assert "fox" in words(result.text)
+    [segment] = result.segments
+    assert segment.end != seconds  # timed by Whisper's timestamp tokens (steps of 20 ms)
+    assert bool(result.words) == bool(request_options.get("word_timestamps"))
 
 
 async def test_whisper_takes_a_locale_for_its_language(whisper: FasterWhisperBackend, speech: bytes) -> None:
