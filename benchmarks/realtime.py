@@ -155,23 +155,22 @@ async def busy(base: str, service: str = "llm") -> bool:
 
 async def together(
     base: str, question: bytes, sessions: int, turns: int, lines: int, silence_ms: int
-) -> tuple[list[float], int]:
+) -> tuple[list[dict[str, float]], int]:
     """`sessions` sessions of their own tenants talking at once, under a flood of `lines` (0: none);
-    the latencies, and the flood's lines completed meanwhile."""
+    their turns' milestones, and the flood's lines completed meanwhile."""
     stop = asyncio.Event()
     flooder = asyncio.create_task(flood(base, lines, stop)) if lines else None
     if flooder is not None:
         while not await busy(base):  # the batch's lines hold the engine before anyone talks
             await asyncio.sleep(0.2)
 
-    async def talker(index: int) -> list[float]:
-        turns_of = [await voice_turn(base, f"talker-{index}", question, silence_ms) for _ in range(turns)]
-        return [turn["response.output_audio.delta"] for turn in turns_of]
+    async def talker(index: int) -> list[dict[str, float]]:
+        return [await voice_turn(base, f"talker-{index}", question, silence_ms) for _ in range(turns)]
 
     results = await asyncio.gather(*(talker(i) for i in range(sessions)))
     stop.set()
     completed = await flooder if flooder is not None else 0
-    return [ms for result in results for ms in result], completed
+    return [turn for result in results for turn in result], completed
 
 
 def main() -> None:
@@ -198,14 +197,19 @@ def main() -> None:
         sequential = [sequential_turn(http, question_wav) for _ in range(turns)]
     v2v = [turn["response.output_audio.delta"] for turn in turns_of]
     per_session = 2 if args.quick else max(1, turns // args.sessions)
-    crowd, _ = asyncio.run(together(base, question, args.sessions, per_session, 0, args.silence_ms))
-    flooded, flood_done = asyncio.run(together(base, question, args.sessions, per_session, args.flood, args.silence_ms))
+    crowd_turns, _ = asyncio.run(together(base, question, args.sessions, per_session, 0, args.silence_ms))
+    flood_args = (base, question, args.sessions, per_session, args.flood, args.silence_ms)
+    flooded_turns, flood_done = asyncio.run(together(*flood_args))
+    crowd = [turn["response.output_audio.delta"] for turn in crowd_turns]
+    flooded = [turn["response.output_audio.delta"] for turn in flooded_turns]
 
     p50, p95, seq = percentile(v2v, 0.5), percentile(v2v, 0.95), percentile(sequential, 0.5)
     crowd_p50, flood_p50 = percentile(crowd, 0.5), percentile(flooded, 0.5)
-    print(f"where a realtime turn's time goes (ms after the end of the question's audio, p50 of {turns}):")
+    print("where a realtime turn's time goes (ms after the end of the question's audio, p50):")
+    print(f"  {'':<56}{'alone':>8}{f'{args.sessions} at once':>10}{'flood':>8}")
     for milestone in MILESTONES:
-        print(f"  {milestone:<56}{percentile([t[milestone] for t in turns_of], 0.5):>8.0f}")
+        row = [percentile([t[milestone] for t in phase], 0.5) for phase in (turns_of, crowd_turns, flooded_turns)]
+        print(f"  {milestone:<56}{row[0]:>8.0f}{row[1]:>10.0f}{row[2]:>8.0f}")
     print()
     print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'n':>5}")
     print(f"{'realtime, voice to voice':<34}{p50:>10.0f}{p95:>10.0f}{len(v2v):>5}")

@@ -29,6 +29,28 @@ def lowest_os_priority() -> None:
         log.warning("cannot lower the background threads' priority", exc_info=True)
 
 
+_warned = False  # that a priority could not be raised (logged once)
+
+
+def share_os_priority(thread: int) -> bool:
+    """Give `thread` the calling thread's CPU priority, until it calls `lowest_os_priority` again:
+    a background thread that holds something a foreground one waits for (the llama.cpp engine, up
+    to its next token) would otherwise get no CPU while the machine is busy, and the foreground
+    call would wait on it (a priority inversion: measured, a realtime turn under another tenant's
+    flood waited 1.1 s for its first token, 0.6 s without SCHED_IDLE). Raising a priority needs
+    CAP_SYS_NICE (or RLIMIT_NICE); where it is not allowed, False."""
+    try:
+        os.sched_setscheduler(thread, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, 0))
+    except (OSError, AttributeError):  # AttributeError: no sched_setscheduler on this OS
+        global _warned
+        if not _warned:
+            _warned = True
+            log.warning("cannot raise a background thread's priority while a call waits for it", exc_info=True)
+        return False
+    return True
+
+
 def background_threads(name: str, workers: int) -> ThreadPoolExecutor:
     """A pool of `workers` threads at the lowest CPU priority."""
     return ThreadPoolExecutor(workers, name, initializer=lowest_os_priority)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from dataclasses import replace
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from deployments.background import lowest_os_priority
 from deployments.llm import EngineTurns, LlamaCppBackend, SavedContext, VllmBackend
 from deployments.types import (
     LOGPROBS,
@@ -283,6 +285,44 @@ def test_a_caller_that_goes_away_gives_its_place_up() -> None:
     assert outcome == [False] and turns.foreground_waiting == 0 and not turns._waiting
     with turns.turn(turns.ticket(background=True), stop) as running:  # the engine is free again
         assert running
+
+
+def test_a_background_turn_has_the_foreground_priority_while_a_foreground_call_waits_for_it() -> None:
+    """No priority inversion: a SCHED_IDLE thread that holds the engine gets the waiting caller's
+    priority until its turn ends (the test runs as root, as CI does; elsewhere it is best effort)."""
+    turns = EngineTurns()
+    stop = threading.Event()
+    holding, release = threading.Event(), threading.Event()
+    policies: dict[str, int] = {}
+
+    def background_turn() -> None:
+        lowest_os_priority()
+        me = threading.get_native_id()
+        with turns.turn(turns.ticket(background=True), stop):
+            policies["holding"] = os.sched_getscheduler(me)
+            holding.set()
+            release.wait(5)
+            policies["while a foreground call waits"] = os.sched_getscheduler(me)
+        policies["after its turn"] = os.sched_getscheduler(me)
+
+    def foreground_turn() -> None:
+        with turns.turn(turns.ticket(background=False), stop):
+            pass
+
+    background = threading.Thread(target=background_turn)
+    background.start()
+    holding.wait(5)
+    foreground = threading.Thread(target=foreground_turn)
+    foreground.start()
+    wait_until(lambda: turns.foreground_waiting == 1)
+    release.set()
+    for thread in (background, foreground):
+        thread.join(5)
+    assert policies == {
+        "holding": os.SCHED_IDLE,
+        "while a foreground call waits": os.SCHED_OTHER,
+        "after its turn": os.SCHED_IDLE,
+    }
 
 
 def test_a_saved_context_resumes_a_generation_without_evaluating_its_prompt_again(llama: LlamaCppBackend) -> None:
