@@ -55,12 +55,12 @@ AUDIO_DELTA_MS = 200
 # A sentence ends at . ! ? or a newline followed by a space; a long run without one is cut at a space.
 SENTENCE_END = re.compile(r"[.!?;:]+[\"')\]]*\s|\n+")
 MAX_SENTENCE_CHARS = 200
-# The first piece of an answer is spoken at its first comma (after this many words at least) or
-# once this many words are written, whichever comes first. Short, because the first audio waits
-# for its words and their synthesis (piper: 115 ms for three words, 190 ms for six, measured).
 # A turn is transcribed in a 20 s window rather than Whisper's 30 s: less than half the time, for
 # a little accuracy (see `FasterWhisperBackend._transcribe_in_window`). Longer turns take 30 s.
 STT_WINDOW_S = 20.0
+# The first piece of an answer is spoken at its first comma (after this many words at least) or
+# once this many words are written, whichever comes first. Short, because the first audio waits
+# for its words and their synthesis (piper: 115 ms for three words, 190 ms for six, measured).
 FIRST_CLAUSE = re.compile(r"[,;:]\s")
 FIRST_CHUNK_MIN_WORDS = 2
 FIRST_CHUNK_WORDS = 3
