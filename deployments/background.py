@@ -32,14 +32,15 @@ def lowest_os_priority() -> None:
 _warned = False  # that a priority could not be raised (logged once)
 
 
-def share_os_priority(thread: int) -> bool:
-    """Give `thread` the calling thread's CPU priority, until it calls `lowest_os_priority` again:
-    a background thread that holds something a foreground one waits for (the llama.cpp engine, up
-    to its next token) would otherwise get no CPU while the machine is busy, and the foreground
-    call would wait on it (a priority inversion: measured, a realtime turn under another tenant's
-    flood waited 1.1 s for its first token, 0.6 s without SCHED_IDLE). Raising a priority needs
-    CAP_SYS_NICE (or RLIMIT_NICE); where it is not allowed, False."""
+def share_os_priority(thread: int) -> tuple[int, int] | None:
+    """Give `thread` the calling thread's CPU priority; its own (policy, nice), which it takes
+    back with `restore_os_priority`. For a background thread that holds something a foreground
+    one waits for (the llama.cpp engine, up to its next token): on a busy machine it would get no
+    CPU, and the foreground call would wait on it (a priority inversion: measured, a realtime
+    turn under another tenant's flood waited 1.1 s for its first token, 0.3 s with this). Raising
+    a priority needs CAP_SYS_NICE (or RLIMIT_NICE); where it is not allowed, None."""
     try:
+        before = (os.sched_getscheduler(thread), os.getpriority(os.PRIO_PROCESS, thread))
         os.sched_setscheduler(thread, os.SCHED_OTHER, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, 0))
     except (OSError, AttributeError):  # AttributeError: no sched_setscheduler on this OS
@@ -47,8 +48,16 @@ def share_os_priority(thread: int) -> bool:
         if not _warned:
             _warned = True
             log.warning("cannot raise a background thread's priority while a call waits for it", exc_info=True)
-        return False
-    return True
+        return None
+    return before
+
+
+def restore_os_priority(before: tuple[int, int]) -> None:
+    """Take back the calling thread's own priority, as `share_os_priority` returned it."""
+    policy, nice = before
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, nice)
+    os.sched_setscheduler(thread, policy, os.sched_param(0))
 
 
 def background_threads(name: str, workers: int) -> ThreadPoolExecutor:

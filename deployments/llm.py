@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from deployments.background import background_threads, lowest_os_priority, share_os_priority
+from deployments.background import background_threads, restore_os_priority, share_os_priority
 from deployments.types import (
     JSON_OBJECT,
     JSON_SCHEMA,
@@ -335,10 +335,11 @@ class EngineTurns:
         self._waiting: list[tuple[bool, int]] = []  # a heap of (background, arrival)
         self._arrivals = itertools.count()
         self.foreground_waiting = 0  # read without the lock at each token: an int is atomic
-        # The thread of the running background turn (its native id), and whether a foreground call
-        # waiting for it has given it its own CPU priority until the turn ends (`share_os_priority`).
+        # The thread of the running background turn (its native id), and, once a foreground call
+        # waiting for it has given it its own CPU priority (`share_os_priority`), the thread's own
+        # priority, which it takes back when its turn ends.
         self._background_thread: int | None = None
-        self._shared_priority = False
+        self._own_priority: tuple[int, int] | None = None
 
     def ticket(self, background: bool) -> tuple[bool, int]:
         """A place in line, kept across a background call's turns, so that a call which yielded
@@ -353,8 +354,8 @@ class EngineTurns:
         with self._changed:
             heapq.heappush(self._waiting, ticket)
             self.foreground_waiting += not background
-            if not background and self._background_thread is not None and not self._shared_priority:
-                self._shared_priority = share_os_priority(self._background_thread)
+            if not background and self._background_thread is not None and self._own_priority is None:
+                self._own_priority = share_os_priority(self._background_thread)
             while (self._running or self._waiting[0] != ticket) and not stop.is_set():
                 self._changed.wait(0.1)  # woken by the turn before it; the timeout looks at `stop`
             self._waiting.remove(ticket)
@@ -376,9 +377,9 @@ class EngineTurns:
             with self._changed:
                 self._running = False
                 self._background_thread = None
-                if self._shared_priority:
-                    self._shared_priority = False
-                    lowest_os_priority()  # this is the background thread: back to the bottom
+                if self._own_priority is not None:  # this is the background turn's thread
+                    restore_os_priority(self._own_priority)
+                    self._own_priority = None
                 self._changed.notify_all()
 
 

@@ -283,6 +283,9 @@ def test_a_caller_that_goes_away_gives_its_place_up() -> None:
         gone.set()
         thread.join(5)
     assert outcome == [False] and turns.foreground_waiting == 0 and not turns._waiting
+    # This thread held a background turn that a foreground call waited for: it keeps its own priority.
+    assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
     with turns.turn(turns.ticket(background=True), stop) as running:  # the engine is free again
         assert running
 
