@@ -20,11 +20,8 @@ def lowest_os_priority() -> None:
     """Give the calling thread the lowest CPU priority: Linux's SCHED_IDLE policy, under which it
     runs only on CPU time no other thread wants, and nice 19 (where SCHED_IDLE is unknown, the
     lowest priority of the usual policy)."""
-    thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, thread, 19)
-        if hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        _set_os_priority(threading.get_native_id(), getattr(os, "SCHED_IDLE", 0), 19)
     except OSError:  # not allowed here: it runs at the process's priority
         log.warning("cannot lower the background threads' priority", exc_info=True)
 
@@ -41,8 +38,7 @@ def share_os_priority(thread: int) -> tuple[int, int] | None:
     a priority needs CAP_SYS_NICE (or RLIMIT_NICE); where it is not allowed, None."""
     try:
         before = (os.sched_getscheduler(thread), os.getpriority(os.PRIO_PROCESS, thread))
-        os.sched_setscheduler(thread, os.SCHED_OTHER, os.sched_param(0))
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, 0))
+        _set_os_priority(thread, os.SCHED_OTHER, os.getpriority(os.PRIO_PROCESS, 0))
     except (OSError, AttributeError):  # AttributeError: no sched_setscheduler on this OS
         global _warned
         if not _warned:
@@ -54,10 +50,13 @@ def share_os_priority(thread: int) -> tuple[int, int] | None:
 
 def restore_os_priority(before: tuple[int, int]) -> None:
     """Take back the calling thread's own priority, as `share_os_priority` returned it."""
-    policy, nice = before
-    thread = threading.get_native_id()
+    _set_os_priority(threading.get_native_id(), *before)
+
+
+def _set_os_priority(thread: int, policy: int, nice: int) -> None:
+    if hasattr(os, "sched_setscheduler"):  # Linux; elsewhere a thread has only its nice value
+        os.sched_setscheduler(thread, policy, os.sched_param(0))
     os.setpriority(os.PRIO_PROCESS, thread, nice)
-    os.sched_setscheduler(thread, policy, os.sched_param(0))
 
 
 def background_threads(name: str, workers: int) -> ThreadPoolExecutor:

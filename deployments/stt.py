@@ -137,7 +137,7 @@ class FasterWhisperBackend:
         from faster_whisper.tokenizer import Tokenizer
 
         whisper = self._whisper
-        language = request.language.split("-")[0].lower() if request.language else "en"
+        language = whisper_language(request) or "en"
         tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, "transcribe", language)
         frames = int(request.window_s * whisper.feature_extractor.sampling_rate) // whisper.feature_extractor.hop_length
         features = whisper.feature_extractor(decode_audio(io.BytesIO(request.audio)))[:, :frames]
@@ -159,8 +159,7 @@ class FasterWhisperBackend:
         )
 
     def _transcribe(self, request: TranscribeRequest, seconds: float) -> TranscribeResult:
-        # Whisper knows languages by ISO 639-1 code: "en-US" means "en".
-        language = request.language.split("-")[0].lower() if request.language else None
+        language = whisper_language(request)
         options: dict[str, Any] = {}
         if request.temperature > 0:  # else Whisper's own schedule, from 0 up where decoding fails
             options["temperature"] = request.temperature
@@ -182,6 +181,11 @@ class FasterWhisperBackend:
             segments=[Segment(segment.start, segment.end, segment.text.strip()) for segment in said],
             words=[Word(word.start, word.end, word.word) for segment in said for word in segment.words or ()],
         )
+
+
+def whisper_language(request: TranscribeRequest) -> str | None:
+    """The request's language as Whisper knows it, by ISO 639-1 code: "en-US" is "en"."""
+    return request.language.split("-")[0].lower() if request.language else None
 
 
 def _packaged_whisper_path() -> str:

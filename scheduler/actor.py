@@ -153,10 +153,8 @@ class SchedulerActor:
     def _expire_leases(self, now: float) -> None:
         expired = [ticket for ticket, deadline in self.leases.items() if deadline <= now]
         for ticket in expired:
-            del self.leases[ticket]
-            self.instance_of.pop(ticket, None)
             log.warning("lease of ticket %d expired: its holder did not release it", ticket)
-            self.policy.release(ticket)
+            self._release(ticket, None)
 
     # -------------------------------------------------------------- the API
 
