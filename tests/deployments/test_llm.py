@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from deployments.background import lowest_os_priority
-from deployments.llm import EngineTurns, LlamaCppBackend, SavedContext, VllmBackend
+from deployments.llm import EngineTurns, KeptContexts, LlamaCppBackend, SavedContext, VllmBackend
 from deployments.types import (
     LOGPROBS,
     TOOLS,
@@ -375,3 +375,54 @@ async def test_a_background_generation_yields_to_a_chat_and_resumes(llama: Llama
     assert abs(last.completion_tokens - alone.completion_tokens) <= 1
     # It ran in a thread of the lowest CPU priority, which the chat's thread does not share.
     assert_lowest_priority(llama._background_threads)
+
+
+def evaluated_tokens(engine: Any, calls: list[int]) -> Any:
+    """llama.cpp's `eval`, recording how many tokens each call evaluates."""
+    evaluate = engine.eval
+
+    def recording(tokens: Any) -> None:
+        calls.append(len(tokens))
+        evaluate(tokens)
+
+    return recording
+
+
+async def test_a_chat_that_other_prompts_pushed_out_is_put_back_and_answers_the_same(
+    llama: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt cache across calls: a voice turn's context, overwritten by a background line,
+    is kept and put back for the next call that continues it, which evaluates only its new
+    tokens and writes what it wrote the first time."""
+    turn = LLMRequest(
+        messages=[
+            ChatMessage("system", "You are a helpful, friendly voice assistant. Answer briefly."),
+            ChatMessage("user", "What color is the sky on a sunny day?"),
+        ],
+        max_tokens=8,
+        temperature=0.0,
+    )
+    story = "Write a long story about a lighthouse keeper and a storm."
+    batch_line = replace(chat(story, max_tokens=4), background=True)
+    monkeypatch.setattr(llama, "_kept", KeptContexts(2**24))  # not the contexts earlier tests left
+    first = await llama.run(turn)
+    await llama.run(batch_line)
+    assert len(llama._kept._kept) == 1  # the turn's context, kept as the line overwrote it
+    calls: list[int] = []
+    monkeypatch.setattr(llama._llama, "eval", evaluated_tokens(llama._llama, calls))
+    again = await llama.run(turn)
+    assert again.text == first.text
+    assert calls[0] <= 2  # not the prompt's ~40 tokens: it came back from the cache
+    assert llama._kept._kept == []  # it is the live context again, kept when next overwritten
+
+
+async def test_no_context_is_kept_beyond_the_cache_s_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = LlamaCppBackend(n_ctx=512, n_threads=1, prompt_cache_mb=0.1)  # less than one short chat
+    backend.load()
+    await backend.run(chat("What color is the sky?", max_tokens=4))
+    await backend.run(chat("Name three animals that live in the sea.", max_tokens=4))
+    assert backend._kept._kept == []
+    calls: list[int] = []
+    monkeypatch.setattr(backend._llama, "eval", evaluated_tokens(backend._llama, calls))
+    await backend.run(chat("What color is the sky?", max_tokens=4))
+    assert calls[0] > 2  # evaluated afresh
