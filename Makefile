@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 # raylet, object store) on 127.0.0.1 rather than the machine's address; clusters use cluster.yaml
 # or kuberay/.
 IMAGE_BACKENDS ?= tiny-random
+# Serve's request path on one event loop per process (common/serve_env.py says why).
+SERVE_REQUEST_PATH_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0
 CONFIG ?= serve_config.yaml
 
 .PHONY: install run test lint clean
@@ -29,6 +31,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	@echo "Serving on http://127.0.0.1:8000 (image backends: $(IMAGE_BACKENDS)); a token: $(VENV)/bin/labubu token --tenant demo"
 	LABUBU_IMAGE_BACKENDS=$(IMAGE_BACKENDS) HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0} \
+		$(SERVE_REQUEST_PATH_ENV) \
 		$(VENV)/bin/serve run $(CONFIG)
 
 test: install

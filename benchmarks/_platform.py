@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from common.serve_env import SERVE_REQUEST_PATH_ENV  # noqa: E402
+
 SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
 
 
@@ -36,6 +38,7 @@ def start_platform(port: int, args: dict[str, Any] | None = None) -> str:
     from serve_app.app import build_app
 
     os.environ.update(
+        SERVE_REQUEST_PATH_ENV,  # as `make run` and the manifests run Serve
         LABUBU_JWT_SECRET=SECRET,
         LABUBU_DATA_DIR=tempfile.mkdtemp(prefix="labubu-bench-"),
         LABUBU_IMAGE_BACKENDS="tiny-random",

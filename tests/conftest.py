@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from common.serve_env import SERVE_REQUEST_PATH_ENV
 from state.store import RedisStore, SqliteStore, StateStore
 from tests.fakes.gemini_server import FakeGemini
 
@@ -29,14 +30,16 @@ TEST_JWT_SECRET = "test-secret-for-the-labubu-test-suite-only-0123456789"
 TEST_API_KEY_SECRET = "test-api-key-secret-of-the-labubu-suite-7f3e9a1c"
 TEST_GEMINI_KEY = "test-gemini-key-of-the-labubu-suite-2b8d4e6f"  # the fake Gemini takes any key
 
-# The secrets of every process of the session's cluster, as a pod has them from its Secrets. Ray
-# workers inherit the raylet's environment, fixed when `ray.init` starts it: they are set around
-# the cluster's start and only there, so that unit tests see the test process's own environment.
-CLUSTER_ENV = {
+# The secrets of every process of the session's cluster, as a pod has them from its Secrets, and
+# Serve's request-path options. Ray workers inherit the raylet's environment, fixed when `ray.init`
+# starts it: they are set around the cluster's start and only there, so that unit tests see the
+# test process's own environment.
+CLUSTER_SECRETS = {
     "LABUBU_JWT_SECRET": TEST_JWT_SECRET,
     "LABUBU_API_KEY_SECRET": TEST_API_KEY_SECRET,
     "GEMINI_API_KEY": TEST_GEMINI_KEY,
 }
+CLUSTER_ENV = {**SERVE_REQUEST_PATH_ENV, **CLUSTER_SECRETS}
 REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' own database number of the machine's Redis
 
 
@@ -106,7 +109,7 @@ TEST_DEPLOYMENT_OPTIONS = {
 
 
 def platform_args(data_dir: Path, args: dict | None = None) -> dict:  # type: ignore[type-arg]
-    """The session platform's app args: its settings but the secrets, which are the cluster's (`CLUSTER_ENV`)."""
+    """The session platform's app args: its settings but the secrets, which are the cluster's (`CLUSTER_SECRETS`)."""
     return {
         "data_dir": str(data_dir),
         "image_backends": "tiny-random",

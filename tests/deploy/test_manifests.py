@@ -28,6 +28,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from common.serve_env import SERVE_REQUEST_PATH_ENV
 from modalities import SERVICES
 from serve_app.settings import Settings
 
@@ -553,3 +554,27 @@ def test_cluster_yaml_installs_starts_and_deploys() -> None:
     (deploy,) = [c for c in config["head_start_ray_commands"] if "serve deploy" in c]
     (path,) = re.findall(r"serve deploy ~/labubu/(\S+)", deploy)
     assert (ROOT / path).is_file() and config["file_mounts"]["~/labubu"] == "."
+
+
+def makefile_run_recipe() -> str:
+    """`make run`'s command, with the Makefile's variables it uses expanded (`make -n`)."""
+    result = subprocess.run(["make", "-n", "run", "VENV=.venv-none"], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_way_of_running_sets_serves_request_path_options(kustomization: str) -> None:
+    """Serve reads them from each process's environment when it starts: `make run`, every Ray
+    node's env in the RayService, and `ray start` on every node of the cluster launcher."""
+    wanted = SERVE_REQUEST_PATH_ENV.items()
+    for container in ray_containers(the(rendered(kustomization), "RayService")):
+        env = {entry["name"]: entry.get("value") for entry in container["env"]}
+        assert wanted <= env.items(), container["name"]
+    assignments = [f"{name}={value}" for name, value in wanted]
+    recipe = makefile_run_recipe()
+    assert "serve run" in recipe and all(assignment in recipe for assignment in assignments)
+    config = yaml_file("cluster.yaml")
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        if "ray start" in command:
+            before_start = command.split("ray start")[0]
+            assert all(assignment in before_start for assignment in assignments), command

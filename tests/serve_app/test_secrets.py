@@ -19,7 +19,7 @@ import pytest
 
 from serve_app.app import build_app
 from serve_app.settings import Settings
-from tests.conftest import CLUSTER_ENV, TEST_API_KEY_SECRET, TEST_GEMINI_KEY, TEST_JWT_SECRET
+from tests.conftest import CLUSTER_SECRETS, TEST_API_KEY_SECRET, TEST_GEMINI_KEY, TEST_JWT_SECRET
 from tests.fakes.gemini_server import FakeGemini
 from tests.helpers import wait_until
 
@@ -113,7 +113,7 @@ def gemini_status(platform_url: str) -> str | None:
 @pytest.mark.ray
 def test_the_deployed_platform_shows_and_stores_no_secret(platform_url: str, session_gemini: FakeGemini) -> None:
     """The session's platform has the cluster's secrets in its processes' environment (tests/conftest.py)."""
-    assert set(CLUSTER_ENV.values()) == {TEST_JWT_SECRET, TEST_API_KEY_SECRET, TEST_GEMINI_KEY}
+    assert set(CLUSTER_SECRETS.values()) == {TEST_JWT_SECRET, TEST_API_KEY_SECRET, TEST_GEMINI_KEY}
     # The replicas do hold them: the JWT secret verifies tokens, and Gemini loaded with GEMINI_API_KEY.
     wait_until(lambda: gemini_status(platform_url) is not None, timeout_s=60)
     assert gemini_status(platform_url) == "ready"
