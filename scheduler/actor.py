@@ -167,7 +167,7 @@ class SchedulerActor:
         """Wait until the request may run; its ticket. Raises `QuotaExceeded`, `ServiceOverloaded`."""
         self._ensure_pump()
         now = time.monotonic()
-        ticket = self._submit(service, tenant, cost, priority, wait, now)
+        ticket = self._submit(service, tenant, cost, priority, wait, None, now)
         self._dispatch(now)
         return await self.wait(ticket)  # type: ignore[operator]  # `ray.method` is typed remote; it is this coroutine
 
@@ -175,10 +175,11 @@ class SchedulerActor:
     async def submit_many(
         self,
         releases: list[tuple[int, float | None]],
-        requests: list[tuple[str, str, float, str, bool]],
+        requests: list[tuple[str, str, float, str, bool, float | None]],
         instance: tuple[str, str] | None = None,
     ) -> list[tuple[str, Any]]:
-        """Releases, then grant requests `(service, tenant, cost, priority, wait)`, in one call.
+        """Releases, then grant requests `(service, tenant, cost, priority, wait, max_wait_s)`, in
+        one call (`FairScheduler.submit` says what each field does).
 
         Releases go first: they free the slots the requests may take. Each request is answered at
         once, in order: `("granted", ticket)`, `("waiting", ticket)` (call `wait(ticket)` for it),
@@ -189,13 +190,13 @@ class SchedulerActor:
         self._ensure_pump()
         if instance is not None:
             self._take_over(*instance)
-        for ticket, actual_cost in releases:
-            self._release(ticket, actual_cost)
         now = time.monotonic()
+        for ticket, actual_cost in releases:
+            self._release(ticket, actual_cost, now)
         submitted: list[int | Exception] = []
-        for service, tenant, cost, priority, wait in requests:
+        for service, tenant, cost, priority, wait, max_wait_s in requests:
             try:
-                submitted.append(self._submit(service, tenant, cost, priority, wait, now))
+                submitted.append(self._submit(service, tenant, cost, priority, wait, max_wait_s, now))
             except Exception as exc:  # one caller's bad request is that caller's answer, not the batch's
                 submitted.append(exc)
         if instance is not None:
@@ -262,8 +263,10 @@ class SchedulerActor:
         self.policy.cancel(ticket)
         self._dispatch(time.monotonic())
 
-    def _submit(self, service: str, tenant: str, cost: float, priority: str, wait: bool, now: float) -> int:
-        ticket = self.policy.submit(service, tenant, cost, now=now, priority=priority, wait=wait)
+    def _submit(
+        self, service: str, tenant: str, cost: float, priority: str, wait: bool, max_wait_s: float | None, now: float
+    ) -> int:
+        ticket = self.policy.submit(service, tenant, cost, now=now, priority=priority, wait=wait, max_wait_s=max_wait_s)
         self.waiters[ticket] = asyncio.get_running_loop().create_future()
         self.submitted_at[ticket] = now
         return ticket
@@ -271,16 +274,19 @@ class SchedulerActor:
     @ray.method(enable_task_events=False)
     async def release(self, ticket: int, actual_cost: float | None = None) -> bool:
         """End a grant, charging `actual_cost`; False if it was already released (e.g. its lease expired)."""
-        released = self._release(ticket, actual_cost)
-        self._dispatch(time.monotonic())
+        now = time.monotonic()
+        released = self._release(ticket, actual_cost, now)
+        self._dispatch(now)
         return released
 
-    def _release(self, ticket: int, actual_cost: float | None) -> bool:
+    def _release(self, ticket: int, actual_cost: float | None, ended_at: float | None = None) -> bool:
+        """`ended_at`: when the holder said its call ended; None when it did not say (an expired
+        lease, a restarted holder), which tells nothing of how long the service's calls take."""
         self.instance_of.pop(ticket, None)
         if self.leases.pop(ticket, None) is None:
             return False
         try:
-            self.policy.release(ticket, actual_cost)
+            self.policy.release(ticket, actual_cost, now=ended_at)
         except UnknownTicket:
             return False
         return True
@@ -296,8 +302,9 @@ class SchedulerActor:
     @ray.method(enable_task_events=False)
     async def release_many(self, releases: list[tuple[int, float | None]]) -> int:
         """Release several grants in one call (a client batching its releases)."""
-        released = sum(self._release(ticket, cost) for ticket, cost in releases)
-        self._dispatch(time.monotonic())
+        now = time.monotonic()
+        released = sum(self._release(ticket, cost, now) for ticket, cost in releases)
+        self._dispatch(now)
         return released
 
     async def set_tenant(self, tenant: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,8 @@ class SchedulerClient:
         self.lease_s = lease_s  # the actor's (`SchedulerConfig.lease_s`): grants are renewed well inside it
         self.instance = None if holder is None else (holder, uuid.uuid4().hex)
         self._releases: list[tuple[int, float | None]] = []
-        self._requests: list[tuple[tuple[str, str, float, str, bool], asyncio.Future[tuple[str, Any]]]] = []
+        # (service, tenant, cost, priority, wait, max_wait_s) and the future of its answer.
+        self._requests: list[tuple[tuple[Any, ...], asyncio.Future[tuple[str, Any]]]] = []
         self._flush_due = False
 
     async def grant(
@@ -92,22 +93,25 @@ class SchedulerClient:
     ) -> int:
         """Wait until the request may run; its ticket. Raises the scheduler's errors (`QuotaExceeded`, ...).
 
-        With `max_wait_s`, a request still queued after that long is withdrawn and refused with
-        `ServiceOverloaded`: an interactive caller is better told to come back than left to time out.
+        With `max_wait_s`, a request is refused with `ServiceOverloaded`: at once when the scheduler
+        expects its turn later than that, or when it is still queued after that long (the estimate
+        can be wrong). An interactive caller is better told to come back than left to time out.
         """
         if max_wait_s is None:
-            return await self._grant(service, tenant, cost, priority, wait)
+            return await self._grant(service, tenant, cost, priority, wait, None)
         try:
-            return await asyncio.wait_for(self._grant(service, tenant, cost, priority, wait), max_wait_s)
+            return await asyncio.wait_for(self._grant(service, tenant, cost, priority, wait, max_wait_s), max_wait_s)
         except asyncio.TimeoutError:
             raise ServiceOverloaded(
                 f"{service} is saturated: no turn came within {max_wait_s:g} s", retry_after_s=max_wait_s
             ) from None
 
-    async def _grant(self, service: str, tenant: str, cost: float, priority: str, wait: bool) -> int:
+    async def _grant(
+        self, service: str, tenant: str, cost: float, priority: str, wait: bool, max_wait_s: float | None
+    ) -> int:
         while True:
             future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
-            self._requests.append(((service, tenant, cost, priority, wait), future))
+            self._requests.append(((service, tenant, cost, priority, wait, max_wait_s), future))
             self._flush_soon()
             kind, value = await future  # if the caller leaves here, `_answer` gives the ticket back
             if kind == "error":

@@ -68,6 +68,9 @@ _PRIORITIES: dict[str, Priority] = {p.value: p for p in Priority}
 _RANKS = len(Priority)
 _LOW_RANK = Priority.LOW.rank
 
+# How far each release moves a service's average hold time toward its own: the last ten or so count.
+_HOLD_SMOOTHING = 0.2
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -101,6 +104,7 @@ class _Request:
     # The tenant's weight when granted: the correction at release must divide by the same weight
     # that the charge at grant did, even if an admin changed it in between.
     weight: float = 1.0
+    granted_at: float = 0.0
 
 
 class _Lane:
@@ -146,7 +150,18 @@ class _Flow:
 
 
 class _Service:
-    __slots__ = ("bucket", "concurrency", "flows", "global_vt", "limits", "name", "queued", "ready", "urgent")
+    __slots__ = (
+        "bucket",
+        "concurrency",
+        "flows",
+        "global_vt",
+        "hold_s",
+        "limits",
+        "name",
+        "queued",
+        "ready",
+        "urgent",
+    )
 
     def __init__(self, name: str, limits: ServiceLimits) -> None:
         self.name = name
@@ -156,6 +171,9 @@ class _Service:
         self.global_vt = 0.0
         self.queued = 0
         self.urgent = 0  # of `queued`, those more urgent than `low`
+        # How long a grant is held, on average of the recent ones (from grant to release), or None
+        # before the first: with the slots, how fast the queue goes (`FairScheduler.expected_wait_s`).
+        self.hold_s: float | None = None
         self.flows: dict[str, _Flow] = {}
         # (vt, push order, flow version, flow) of READY flows, plus stale entries.
         self.ready: list[tuple[float, int, int, _Flow]] = []
@@ -238,16 +256,19 @@ class FairScheduler:
         now: float,
         priority: Priority | str = Priority.DEFAULT,
         wait: bool = True,
+        max_wait_s: float | None = None,
     ) -> int:
         """Queue a request and return its ticket; `dispatch` says when it may start.
 
         `cost` is the estimate (> 0) in the service's unit. With `wait=False` (an interactive
         call), a tenant at its own concurrency or rate limit is refused with `QuotaExceeded` instead
-        of queueing; the request may still wait its turn in the fair queue.
+        of queueing; the request may still wait its turn in the fair queue. With `max_wait_s`, a
+        request whose turn would come later than that (`expected_wait_s`) is refused at once with
+        `ServiceOverloaded`, rather than left to wait that long and then be refused.
 
         Raises `UnknownService`, `QuotaExceeded` (the tenant has `max_queued` waiting),
-        `ServiceOverloaded` (the service has its `max_queued` waiting), `ValueError` (a bad cost
-        or priority).
+        `ServiceOverloaded` (the service has its `max_queued` waiting, or no turn within
+        `max_wait_s`), `ValueError` (a bad cost or priority).
         """
         svc = self._services.get(service) or self._service(service)
         if not 0.0 < cost < math.inf:  # also refuses NaN
@@ -266,6 +287,14 @@ class FairScheduler:
                 f"tenant {tenant!r} is at its concurrency or rate limit",
                 self._retry_after(ten, now),
             )
+        if max_wait_s is not None and svc.hold_s is not None:
+            expected_s = self._expected_wait_s(svc, ten, priority.rank, max_wait_s)
+            if expected_s > max_wait_s:
+                raise ServiceOverloaded(
+                    f"{svc.name} is saturated: its turn would come in about {expected_s:.0f} s, "
+                    f"beyond the {max_wait_s:g} s an interactive call waits",
+                    min(_MAX_RETRY_AFTER_S, max(_MIN_RETRY_AFTER_S, expected_s - max_wait_s)),
+                )
 
         ticket = next(self._tickets)
         # The scheduler's own copies of the names: a caller's (one string per call, from Ray) are
@@ -332,8 +361,11 @@ class FairScheduler:
                         heads[svc] = head
         return grants
 
-    def release(self, ticket: int, actual_cost: float | None = None) -> None:
+    def release(self, ticket: int, actual_cost: float | None = None, *, now: float | None = None) -> None:
         """End a granted request, charging `actual_cost` instead of the estimate when given.
+
+        `now`: when the call ended, which times how long the service's grants are held. Without
+        it (a lease that ran out, a caller that died) the hold says nothing of the service's pace.
 
         Raises `UnknownTicket` for a ticket that is not granted (a waiting one is cancelled instead).
         """
@@ -344,7 +376,20 @@ class FairScheduler:
             if not (math.isfinite(actual_cost) and actual_cost >= 0):
                 raise ValueError(f"actual_cost must be a finite number >= 0, got {actual_cost!r}")
             self._charge(request, actual_cost - request.cost)
+        if now is not None:
+            svc = self._services[request.service]
+            held_s = max(0.0, now - request.granted_at)
+            svc.hold_s = held_s if svc.hold_s is None else svc.hold_s + _HOLD_SMOOTHING * (held_s - svc.hold_s)
         self._finish(request)
+
+    def expected_wait_s(self, service: str, tenant: str, priority: Priority | str = Priority.DEFAULT) -> float | None:
+        """About how long a request submitted now would wait for its turn, or None before the
+        service's first release (its pace is not known yet)."""
+        svc = self._service(service)
+        if svc.hold_s is None:
+            return None
+        rank = (_PRIORITIES.get(priority) or Priority(priority)).rank
+        return self._expected_wait_s(svc, self._tenants.get(tenant) or self._tenant(tenant), rank, 0.0)
 
     def cancel(self, ticket: int) -> bool:
         """Withdraw a request. A waiting one leaves its queue; a granted one frees its slots and is
@@ -559,6 +604,31 @@ class FairScheduler:
             flow = svc.flows[tenant] = _Flow(svc.name, tenant)
         return flow
 
+    def _expected_wait_s(self, svc: _Service, ten: _Tenant, rank: int, bound_s: float) -> float:
+        """The requests that would go before one of `ten` at `rank`, times the service's pace (a
+        grant's hold over its slots).
+
+        Fair queuing serves the backlogged flows in turns: while this tenant's request and the
+        ones of its own it waits behind go, each other flow sends at most as many, in proportion to
+        the weights, and no more than it has waiting. So another tenant's long backlog does not
+        make this one's wait long. Checked only past `bound_s` by the cheap upper bound (every
+        waiting request first), so that the scan over the service's backlogged flows happens only
+        when the service is that far behind.
+        """
+        assert svc.hold_s is not None
+        busy = not svc.concurrency.available
+        per_request_s = svc.hold_s / max(1, svc.concurrency.limit)
+        if (svc.queued + busy) * per_request_s <= bound_s:
+            return (svc.queued + busy) * per_request_s
+        flow = svc.flows.get(ten.name)
+        own = 1 + (sum(_lane_length(flow.lanes[r]) for r in range(rank + 1)) if flow is not None else 0)
+        turns = own / ten.settings.weight
+        ahead: float = own - 1
+        for _, _, version, other in svc.ready:
+            if version == other.version and other is not flow:
+                ahead += min(other.queued, turns * self._tenants[other.tenant].settings.weight)
+        return (ahead + busy) * per_request_s
+
     def _retry_after(self, ten: _Tenant, now: float) -> float:
         return min(_MAX_RETRY_AFTER_S, max(_MIN_RETRY_AFTER_S, ten.bucket.wait_s(now)))
 
@@ -657,6 +727,7 @@ class FairScheduler:
         if start > svc.global_vt:
             svc.global_vt = start
         request.granted = True
+        request.granted_at = now
         request.weight = weight = ten.settings.weight
         cost = request.cost
         flow.vt = start + cost / weight
@@ -726,3 +797,8 @@ class FairScheduler:
             ten = self._tenants[name]
             if ten.wake_at == at:
                 self._unpark(ten)
+
+
+def _lane_length(lane: _Lane | None) -> int:
+    """The requests in a lane, cancelled ones that have not reached its head included."""
+    return 0 if lane is None else len(lane.items) - lane.head

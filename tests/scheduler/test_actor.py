@@ -133,9 +133,9 @@ def test_one_batch_answers_each_request_on_its_own(ray_cluster: None) -> None:
         actor.submit_many.remote(
             [(held, 1.0)],  # frees the one slot for the first request below
             [
-                ("tts", "b", 1.0, "default", True),
-                ("tts", "c", 1.0, "default", True),
-                ("nope", "c", 1.0, "default", True),
+                ("tts", "b", 1.0, "default", True, None),
+                ("tts", "c", 1.0, "default", True, None),
+                ("nope", "c", 1.0, "default", True, None),
             ],
         )
     )
@@ -228,6 +228,30 @@ def test_a_bounded_wait_is_refused_as_overloaded_and_withdrawn(ray_cluster: None
     assert stats(actor)["in_flight"] == 0  # nothing was granted to the caller that left
 
 
+def test_a_wait_that_would_be_too_long_is_refused_at_once(ray_cluster: None) -> None:
+    """Once the actor knows how long the service's calls last, an interactive caller whose turn
+    would come too late is told so at once, without waiting its `max_wait_s` out first."""
+    actor = make_actor(dispatch_limit=1)
+    ray.get(hold_grant.remote(actor, "a", 0.5))  # the pace: a call holds its grant 0.5 s
+    held = ray.get(actor.grant.remote("tts", "a", 1.0))
+    queued = [actor.grant.remote("tts", "a", 1.0) for _ in range(10)]  # about 5 s of calls waiting
+    wait_until(lambda: stats(actor)["queued"] == 10)
+
+    async def run() -> ServiceOverloaded:
+        client = SchedulerClient(actor)
+        with pytest.raises(ServiceOverloaded) as caught:
+            await client.grant("tts", "a", 1.0, wait=False, max_wait_s=2.0)
+        return caught.value
+
+    error = asyncio.run(run())
+    assert "its turn would come in about" in str(error)  # the estimate, not the timeout
+    assert error.status == 503 and error.retry_after_s >= 1.0
+    assert stats(actor)["queued"] == 10  # it never joined the queue
+    ray.get(actor.release.remote(held, 1.0))
+    for grant in queued:  # one slot: each is granted once the one before is released
+        ray.get(actor.release.remote(ray.get(grant), 1.0))
+
+
 def test_a_redeploy_reconfigures_the_running_actor_and_keeps_its_state(ray_cluster: None, tmp_path: Path) -> None:
     """The actor is detached: the getter hands an existing one the new config; tenants keep their
     state, and a restart (made with the first config) keeps the new one."""
@@ -269,7 +293,7 @@ def test_every_request_call_leaves_no_task_event(ray_cluster: None) -> None:
     the actor's administrative calls still do, for the dashboard."""
     actor = make_actor(dispatch_limit=1)
     held = ray.get(actor.grant.remote("tts", "events", 1.0))
-    [(kind, waiting)] = ray.get(actor.submit_many.remote([], [("tts", "events", 1.0, "default", True)]))
+    [(kind, waiting)] = ray.get(actor.submit_many.remote([], [("tts", "events", 1.0, "default", True, None)]))
     assert kind == "waiting"
     ray.get(actor.cancel.remote(waiting))
     assert ray.get(actor.wait.remote(held)) == held  # already granted: answered at once

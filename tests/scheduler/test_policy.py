@@ -1037,3 +1037,64 @@ def test_stats_has_the_admin_api_shape() -> None:
         }
     }
     json.dumps(s.stats())
+
+
+# ---------------------------------------------------------------- refusing a wait that would be too long
+
+
+def paced(hold_s: float, dispatch_limit: int = 1) -> FairScheduler:
+    """A scheduler whose `llm` grants have been held `hold_s` each (one call, granted at 0)."""
+    s = scheduler(dispatch_limit)
+    s.submit("llm", "warm-up", 1.0, now=0)
+    (grant,) = s.dispatch(0)
+    s.release(grant.ticket, now=hold_s)
+    return s
+
+
+def test_a_request_whose_turn_would_come_too_late_is_refused_at_once() -> None:
+    s = paced(hold_s=2.0)
+    for _ in range(20):  # one runs, 19 wait: about 40 s of work
+        s.submit("llm", "heavy", 1.0, now=10)
+    s.dispatch(10)
+    assert s.expected_wait_s("llm", "heavy") == pytest.approx(40.0)
+    with pytest.raises(ServiceOverloaded) as refused:
+        s.submit("llm", "heavy", 1.0, now=10, max_wait_s=30)
+    assert refused.value.retry_after_s == pytest.approx(10.0)  # when the queue is 30 s long again
+    s.submit("llm", "heavy", 1.0, now=10)  # without a bound it queues, as workflow nodes do
+    assert s.stats()["services"]["llm"]["queued"] == 20
+
+
+def test_another_tenant_s_backlog_does_not_make_a_light_tenant_wait_long() -> None:
+    """Fair queuing serves the light tenant's request within a turn or two: it is let in."""
+    s = paced(hold_s=2.0)
+    for _ in range(20):
+        s.submit("llm", "heavy", 1.0, now=10)
+    s.dispatch(10)
+    assert s.expected_wait_s("llm", "light") == pytest.approx(4.0)  # the running call, one of heavy's
+    ticket = s.submit("llm", "light", 1.0, now=10, max_wait_s=30)
+    s.release(next(iter(t for t, r in s._requests.items() if r.granted)), now=12)
+    (grant,) = s.dispatch(12)
+    assert grant.ticket == ticket
+
+
+def test_the_pace_follows_the_recent_holds_and_ignores_unreported_ends() -> None:
+    s = paced(hold_s=2.0, dispatch_limit=2)
+    assert s.expected_wait_s("llm", "a") == 0.0  # a free slot and nobody waiting
+    tickets = [s.submit("llm", "a", 1.0, now=0) for _ in range(4)]
+    s.dispatch(0)
+    # Both slots busy, a slot frees every 2.0 / 2 s; a's next waits for its 2 queued ones, b's for one of them.
+    assert s.expected_wait_s("llm", "a") == pytest.approx((1 + 2) * 2.0 / 2)
+    assert s.expected_wait_s("llm", "b") == pytest.approx((1 + 1) * 2.0 / 2)
+    s.release(tickets[0], now=100)  # held 100 s: it moves the average, not all the way
+    assert 2.0 < s._services["llm"].hold_s < 100.0  # type: ignore[operator]
+    before = s._services["llm"].hold_s
+    s.release(tickets[1])  # a lease that ran out: no time reported
+    assert s._services["llm"].hold_s == before
+
+
+def test_before_any_release_nothing_is_refused_for_its_wait() -> None:
+    s = scheduler()
+    for _ in range(50):
+        s.submit("llm", "a", 1.0, now=0)
+    assert s.expected_wait_s("llm", "a") is None
+    s.submit("llm", "a", 1.0, now=0, max_wait_s=0.001)
