@@ -38,6 +38,10 @@ Processes are named by their Ray title without the method a worker is running (R
 worker for each task: grouped by raw title, a process counted as new memory whenever its title
 differed between the first and the last sample).
 
+`--periods 2` overloads and drains twice and also reports the growth over the second period alone
+(`rss_growth_last_period_mb`): memory that the first period's queues left at a high-water mark is
+not counted again, memory that grows with the load is.
+
 `--app-args` deploys the platform with other app args (JSON; e.g. the ingress's Serve options
 under `deployment_options`); `--trace name@namespace,...` runs tracemalloc in those named actors
 (the Serve controller, the executor, the scheduler) and prints the Python allocation sites that
@@ -374,24 +378,29 @@ async def overload(base: str, args: argparse.Namespace) -> tuple[Run, float, flo
 
         # Open loop: arrivals keep to their own schedule whatever the answers (sleeping to each
         # arrival's time rather than for each gap, so that a busy event loop does not slow them).
-        run.enter("overload")
-        in_flight: set[asyncio.Task[None]] = set()
-        start_s = next_s = run.now()
-        while True:
-            next_s += rng.expovariate(rate)
-            if next_s >= start_s + args.duration_s:
-                break
-            await asyncio.sleep(max(0.0, next_s - run.now()))
-            route, path, body, _ = rng.choices(MIX, WEIGHTS)[0]
-            tenant = rng.choice(tenants)
-            task = asyncio.create_task(send(run, clients[tenant], tenant, route, path, body, run.phase))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        run.enter("drain")
-        await drain(run, in_flight, args.drain_s)
+        for period in range(1, args.periods + 1):
+            run.enter(overload_phase(period))
+            in_flight: set[asyncio.Task[None]] = set()
+            start_s = next_s = run.now()
+            while True:
+                next_s += rng.expovariate(rate)
+                if next_s >= start_s + args.duration_s:
+                    break
+                await asyncio.sleep(max(0.0, next_s - run.now()))
+                route, path, body, _ = rng.choices(MIX, WEIGHTS)[0]
+                tenant = rng.choice(tenants)
+                task = asyncio.create_task(send(run, clients[tenant], tenant, route, path, body, run.phase))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            run.enter("drain" if period == 1 else f"drain {period}")
+            await drain(run, in_flight, args.drain_s)
 
     await watched(run, base, clients, args.poll_s, phases())
     return run, rates[0], rates[1]
+
+
+def overload_phase(period: int) -> str:
+    return "overload" if period == 1 else f"overload {period}"
 
 
 def answered(sample: Sample) -> bool:
@@ -400,7 +409,7 @@ def answered(sample: Sample) -> bool:
 
 
 def summarise_overload(run: Run, capacity: float, rate: float, args: argparse.Namespace) -> dict[str, Any]:
-    arrivals = [s for s in run.samples if s.phase == "overload" and s.route in ROUTES_OF_MIX]
+    arrivals = [s for s in run.samples if s.phase.startswith("overload") and s.route in ROUTES_OF_MIX]
     statuses = Counter(s.status for s in arrivals)
     accepted = set(run.workflows)
     ended = Counter(run.statuses.get(wid, "missing") for wid in accepted)
@@ -417,7 +426,7 @@ def summarise_overload(run: Run, capacity: float, rate: float, args: argparse.Na
         "refused_without_retry_after": sum(s.status in ("429", "503") and not s.retry_after for s in run.samples),
         "capacity_rps": round(capacity, 2),
         "arrival_rps": round(rate, 2),
-        "offered_rps": round(len(arrivals) / args.duration_s, 2),
+        "offered_rps": round(len(arrivals) / (args.duration_s * args.periods), 2),
         "workflows": {"accepted": len(accepted), **dict(sorted(ended.items()))},
         "duration_s": round(run.now(), 1),
         # Memory at moments of the run: a high-water mark reached in the overload's first minute
@@ -433,6 +442,20 @@ def summarise_overload(run: Run, capacity: float, rate: float, args: argparse.Na
             ]
         },
         "rss_growth_by_process_mb": {title: round(mb, 1) for title, mb in growth.most_common() if abs(mb) >= 1},
+    } | last_period_growth(run, args.periods)
+
+
+def last_period_growth(run: Run, periods: int) -> dict[str, Any]:
+    """With `--periods` > 1: the growth over the last period alone, from its first arrival to the
+    end, when the first periods have set the high-water marks of the same load (leak or not)."""
+    if periods == 1:
+        return {}
+    before, last = run.rss_at(run.marks[overload_phase(periods)]), run.rss[-1][1]
+    growth = Counter(last)
+    growth.subtract(before)
+    return {
+        "rss_growth_last_period_mb": round(last.total() - before.total(), 1),
+        "rss_growth_last_period_by_process_mb": {t: round(mb, 1) for t, mb in growth.most_common() if abs(mb) >= 1},
     }
 
 
@@ -496,11 +519,12 @@ def print_overload(run: Run, figures: dict[str, Any], args: argparse.Namespace) 
         "growth by process: " + ", ".join(f"{t} {mb:+.0f} MB" for t, mb in figures["rss_growth_by_process_mb"].items())
     )
     moments = {"start": 0.0, "overload": run.marks["overload"], "+60 s": run.marks["overload"] + 60}
-    moments |= {"drain": run.marks["drain"], "end": run.now()}
+    moments |= {name: at for name, at in run.marks.items() if name.startswith("overload ") or name.startswith("drain")}
+    moments["end"] = run.now()
     at = {name: run.rss_at(at_s) for name, at_s in moments.items()}
-    print(f"\n{'RSS MB at':<36}" + "".join(f"{name:>10}" for name in moments))
+    print(f"\n{'RSS MB at':<36}" + "".join(f"{name:>12}" for name in moments))
     for title in list(figures["rss_growth_by_process_mb"])[:8]:
-        print(f"{title:<36}" + "".join(f"{mb[title]:>10.0f}" for mb in at.values()))
+        print(f"{title:<36}" + "".join(f"{mb[title]:>12.0f}" for mb in at.values()))
     print(f"workflows: {figures['workflows']}; lost {figures['lost']}")
     print(f"peak requests waiting in the scheduler, per service: {dict(sorted(run.queued.items()))}")
 
@@ -613,6 +637,7 @@ def main() -> None:
     parser.add_argument("--capacity-s", type=float, default=60.0, help="--overload: the closed-loop phase")
     parser.add_argument("--capacity-clients", type=int, default=16, help="--overload: its clients")
     parser.add_argument("--overload-factor", type=float, default=3.0, help="--overload: arrivals / capacity")
+    parser.add_argument("--periods", type=int, default=1, help="--overload: overload and drain this many times")
     parser.add_argument("--poll-s", type=float, default=5.0, help="--overload: between polls of the workflows")
     parser.add_argument("--app-args", type=json.loads, default={}, help="JSON: the platform's app args")
     parser.add_argument(
