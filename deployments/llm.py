@@ -605,6 +605,8 @@ class LlamaCppBackend:
                 with self._turns.turn(ticket, stop) as running:
                     if not running:
                         return
+                    # Tokenized here once, for the kept contexts and for llama.cpp (which takes the
+                    # ids as they are: the BOS is the tokenizer's, as for a text prompt).
                     tokens = self._llama.tokenize((prompt + written).encode(), special=True)
                     if self._left_by_foreground:
                         self._kept.keep(self._llama, saved.tokens if saved is not None else [] if seeded else tokens)
@@ -621,7 +623,7 @@ class LlamaCppBackend:
                     else:
                         self._kept.put_back(self._llama, tokens)
                     pieces = self._llama.create_completion(
-                        prompt + written,
+                        tokens,
                         max_tokens=max(1, request.max_tokens - (self._count(written) if written else 0)),
                         temperature=request.temperature,
                         top_p=request.top_p,
