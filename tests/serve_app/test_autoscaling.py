@@ -9,6 +9,7 @@ import httpx
 import pytest
 from ray import serve
 
+from serve_app import capacity
 from tests.conftest import make_token
 from tests.helpers import wait_until
 
@@ -17,6 +18,18 @@ pytestmark = pytest.mark.ray
 
 def running_replicas(service: str) -> int:
     return int(serve.status().applications["labubu"].deployments[service].replica_states.get("RUNNING", 0))
+
+
+def test_the_capacity_follower_counts_the_running_replicas_that_serve_status_shows(platform_url: str) -> None:
+    # `capacity.running_replicas` reads the controller's details without `serve.status()`'s models;
+    # both are read until they agree, in case the autoscaler acted between the two reads.
+    def agree() -> bool:
+        deployments = serve.status().applications["labubu"].deployments
+        return capacity.running_replicas("labubu") == {name: running_replicas(name) for name in deployments}
+
+    wait_until(agree, 30, "the running replicas to agree with serve.status()")
+    counts = capacity.running_replicas("labubu")
+    assert set(counts) >= {"ingress", "llm", "tts", "text2video"} and all(n >= 1 for n in counts.values()), counts
 
 
 def test_backlog_scales_tts_up_and_back_down(platform_url: str) -> None:
