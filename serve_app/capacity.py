@@ -36,7 +36,10 @@ def running_replicas(app_name: str) -> dict[str, int]:
     """
     from ray.serve.context import _get_global_client
 
-    details = _get_global_client().get_serve_details()
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("Serve is not running")
+    details = client.get_serve_details()
     deployments = details["applications"][app_name]["deployments"]
     # A replica's state is Serve's `ReplicaState`, a str enum (or its plain value).
     return {name: sum(r["state"] == "RUNNING" for r in d["replicas"]) for name, d in deployments.items()}
