@@ -20,7 +20,7 @@ from typing import Any
 
 import modalities
 from common.errors import PlatformError, unwrap
-from scheduler.client import Admission, AskedGrant, SchedulerClient
+from scheduler.client import Admission, SchedulerClient
 from scheduler.costs import CostModels, Usage
 from state.store import StateStore
 
@@ -92,18 +92,11 @@ class Meter:
         wait: bool = True,
         max_wait_s: float | None = None,
         ticket: int | None = None,
-        asked: AskedGrant | None = None,
     ) -> AsyncIterator[MeteredCall]:
-        """The scheduler's grant for the block (see `SchedulerClient.admitted`), counted when it ends.
-
-        `asked`: this call's grant, asked for before its request was known (`SchedulerClient.ask`).
-        """
+        """The scheduler's grant for the block (see `SchedulerClient.admitted`), counted when it ends."""
         if ticket is None:
             try:
-                if asked is not None:
-                    ticket = await self.scheduler.take(asked, estimate)
-                else:
-                    ticket = await self.scheduler.grant(service, tenant, estimate, priority, wait, max_wait_s)
+                ticket = await self.scheduler.grant(service, tenant, estimate, priority, wait, max_wait_s)
             except PlatformError as exc:
                 if exc.status in REFUSALS:
                     self.ledger.record(tenant, service, None, 0.0, Outcome.REFUSED)

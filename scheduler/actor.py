@@ -307,11 +307,6 @@ class SchedulerActor:
         self._dispatch(now)
         return released
 
-    @ray.method(enable_task_events=False)
-    async def reestimate_many(self, estimates: list[tuple[int, float]]) -> int:
-        """Replace the estimates of several requests (`FairScheduler.reestimate`); how many were known."""
-        return sum(self.policy.reestimate(ticket, cost) for ticket, cost in estimates)
-
     async def set_tenant(self, tenant: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge `changes` into the tenant's settings, store them durably, apply them at once."""
         settings = self.policy.tenant(tenant).settings.merged(changes)

@@ -63,15 +63,6 @@ class Admission:
     actual_cost: float | None = None
 
 
-@dataclass
-class AskedGrant:
-    """A grant asked for before its request was known (`SchedulerClient.ask`), with the provisional
-    cost it was asked with."""
-
-    task: asyncio.Task[int]
-    cost: float
-
-
 class SchedulerClient:
     """Grants from the scheduler actor, batched per turn of the caller's event loop.
 
@@ -87,7 +78,6 @@ class SchedulerClient:
         self.lease_s = lease_s  # the actor's (`SchedulerConfig.lease_s`): grants are renewed well inside it
         self.instance = None if holder is None else (holder, uuid.uuid4().hex)
         self._releases: list[tuple[int, float | None]] = []
-        self._reestimates: list[tuple[int, float]] = []
         # (service, tenant, cost, priority, wait, max_wait_s) and the future of its answer.
         self._requests: list[tuple[tuple[Any, ...], asyncio.Future[tuple[str, Any]]]] = []
         self._flush_due = False
@@ -141,35 +131,6 @@ class SchedulerClient:
                     raise error or exc from None
                 # The actor restarted while the request waited and forgot it: submit it again.
 
-    def ask(
-        self,
-        service: str,
-        tenant: str,
-        cost: float,
-        priority: str = "default",
-        wait: bool = True,
-        max_wait_s: float | None = None,
-    ) -> AskedGrant:
-        """Start asking for a grant now, with a provisional `cost`, for a call whose request is not
-        known yet: `take` it once the request is known, or `give_back` if the call does not happen."""
-        grant = self.grant(service, tenant, cost, priority, wait, max_wait_s)
-        return AskedGrant(asyncio.get_running_loop().create_task(grant), cost)
-
-    async def take(self, asked: AskedGrant, cost: float) -> int:
-        """The asked grant's ticket (or its refusal), now charged `cost`, the request's own estimate."""
-        ticket = await asked.task
-        if cost != asked.cost:
-            self._reestimates.append((ticket, cost))
-            self._flush_soon()
-        return ticket
-
-    def give_back(self, asked: AskedGrant) -> None:
-        """An asked grant that will not be used: withdrawn while it waits, refunded once granted."""
-        if not asked.task.done():
-            asked.task.cancel()  # `_grant` withdraws the request, or gives back the grant that came
-        elif not asked.task.cancelled() and asked.task.exception() is None:
-            self.actor.cancel.remote(asked.task.result())
-
     def release(self, ticket: int, actual_cost: float | None) -> None:
         """Fire and forget: the caller's answer does not wait for the bookkeeping."""
         self._releases.append((ticket, actual_cost))
@@ -184,9 +145,6 @@ class SchedulerClient:
 
     def _flush(self) -> None:
         self._flush_due = False
-        if self._reestimates:
-            reestimates, self._reestimates = self._reestimates, []
-            self.actor.reestimate_many.remote(reestimates)
         releases, self._releases = self._releases, []
         requests, self._requests = self._requests, []
         if not requests:

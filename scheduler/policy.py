@@ -382,23 +382,6 @@ class FairScheduler:
             svc.hold_s = held_s if svc.hold_s is None else svc.hold_s + _HOLD_SMOOTHING * (held_s - svc.hold_s)
         self._finish(request)
 
-    def reestimate(self, ticket: int, cost: float) -> bool:
-        """Replace a request's estimate, waiting or granted: its caller asked for the grant before it
-        knew its request (the ingress asks at a chat's headers, serve_app/early_grants.py). A granted
-        one is charged the difference, as `release` charges an actual cost.
-
-        Returns False for a ticket that is not known (already released or cancelled).
-        """
-        if not 0.0 < cost < math.inf:
-            raise ValueError(f"cost must be a finite number > 0, got {cost!r}")
-        request = self._requests.get(ticket)
-        if request is None or request.cancelled:
-            return False
-        if request.granted:
-            self._charge(request, cost - request.cost)
-        request.cost = cost
-        return True
-
     def expected_wait_s(self, service: str, tenant: str, priority: Priority | str = Priority.DEFAULT) -> float | None:
         """About how long a request submitted now would wait for its turn, or None before the
         service's first release (its pace is not known yet)."""

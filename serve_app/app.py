@@ -15,8 +15,7 @@ from dag.records import WorkflowStore
 from deployments.serving import modality_deployment
 from modalities import SERVICES
 from scheduler.client import SchedulerClient, scheduler_actor
-from serve_app.deps import current_platform, current_settings, set_platform
-from serve_app.early_grants import EarlyGrantsMiddleware
+from serve_app.deps import current_settings, set_platform
 from serve_app.errors import UNAVAILABLE_RETRY_AFTER_S, install_error_handlers
 from serve_app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from serve_app.platform import Platform
@@ -56,7 +55,6 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Labubu AI Platform", version="1.0.0", description=DESCRIPTION, redirect_slashes=False)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, settings=current_settings)
-    app.add_middleware(EarlyGrantsMiddleware, platform=current_platform)
     app.add_middleware(RequestMetricsMiddleware)
     app.include_router(health.router)
     openai_resources = (

@@ -27,11 +27,6 @@ async def get_platform() -> Platform:
     return _platform
 
 
-def current_platform() -> Platform | None:
-    """This replica's platform, once it is set up."""
-    return _platform
-
-
 def current_settings() -> Settings:
     """This replica's settings (the defaults until the platform is set up)."""
     return _platform.settings if _platform is not None else Settings()

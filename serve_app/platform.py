@@ -25,7 +25,6 @@ from modalities.metering import Meter, MeteredCall, UsageLedger, requested_usage
 from modalities.transport import handle_for
 from scheduler.client import SchedulerClient
 from scheduler.costs import Usage
-from serve_app import early_grants
 from serve_app.auth import Principal, TokenVerifier, bearer_token
 from serve_app.capacity import follow_capacity
 from serve_app.errors import ApiError, http_error_of
@@ -97,29 +96,6 @@ class Platform:
             return await asyncio.to_thread(self.keys.verify, token)
         return self.verifier.verify(token)
 
-    def ask_early(self, service: str, headers: dict[bytes, bytes]) -> early_grants.EarlyGrant | None:
-        """Ask for the grant of a request of `service` from its headers (serve_app/early_grants.py):
-        None for a caller that is not a valid JWT's, whose route answers as usual."""
-        try:
-            token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-            if token.startswith(API_KEY_PREFIX):
-                return None
-            principal = self.verifier.verify(token)
-            length = int(headers.get(b"content-length", b"0"))
-        except Exception:  # the route gives the error its answer
-            return None
-        estimate = self.costs.estimate(service, Usage(characters=max(0, length), output_tokens=None))
-        if not estimate > 0:  # a cost model that prices it at nothing: the route asks as usual
-            return None
-        asked = self.scheduler.ask(
-            service,
-            principal.tenant,
-            estimate,
-            wait=False,
-            max_wait_s=self.settings.scheduler.interactive_max_wait_s,
-        )
-        return early_grants.EarlyGrant(service, principal.tenant, asked, self.scheduler)
-
     # -------------------------------------------------------------- models
 
     def forget_status(self, service: str) -> None:
@@ -189,13 +165,7 @@ class Platform:
         max_wait_s = self.settings.scheduler.interactive_max_wait_s
         try:
             async with self.meter.admitted(
-                service,
-                principal.tenant,
-                estimate,
-                priority=priority,
-                wait=False,
-                max_wait_s=max_wait_s,
-                asked=early_grants.take(service, principal.tenant, priority),
+                service, principal.tenant, estimate, priority=priority, wait=False, max_wait_s=max_wait_s
             ) as call:
                 yield call
                 log.info(

@@ -894,33 +894,6 @@ def test_cancel_a_granted_request_frees_its_slot_and_refunds_it() -> None:
     assert not s.cancel(999)
 
 
-def test_a_new_estimate_replaces_a_waiting_request_s_cost_before_its_grant() -> None:
-    s = scheduler()
-    running = s.submit("llm", "a", 1.0, now=0)
-    waiting = s.submit("llm", "a", 100.0, now=0)
-    s.dispatch(0)
-    assert s.reestimate(waiting, 4.0)
-    s.release(running)
-    [grant] = s.dispatch(0)
-    assert (grant.ticket, grant.cost) == (waiting, 4.0)
-    assert s.stats()["services"]["llm"]["tenants"]["a"]["vt"] == 5.0  # 1 + 4: the 100 was never charged
-
-
-def test_a_new_estimate_of_a_granted_request_is_charged_as_a_release_corrects_it() -> None:
-    s = scheduler()
-    ticket = s.submit("llm", "a", 100.0, now=0)
-    s.dispatch(0)
-    assert s.reestimate(ticket, 4.0)
-    flow = s.stats()["services"]["llm"]["tenants"]["a"]
-    assert (flow["vt"], flow["served_cost"]) == (4.0, 4.0)
-    s.release(ticket, 6.0)  # the actual cost corrects the new estimate, not the first one
-    flow = s.stats()["services"]["llm"]["tenants"]["a"]
-    assert (flow["vt"], flow["served_cost"], flow["in_flight"]) == (6.0, 6.0, 0)
-    assert not s.reestimate(ticket, 1.0)  # released: unknown
-    with pytest.raises(ValueError, match="cost"):
-        s.reestimate(s.submit("llm", "a", 1.0, now=0), 0.0)
-
-
 def test_cancelling_everything_of_a_parked_tenant_then_coming_back() -> None:
     s = scheduler(dispatch_limit=5, defaults=UNLIMITED.merged({"max_concurrency": 1}))
     running = s.submit("llm", "a", 1.0, now=0)

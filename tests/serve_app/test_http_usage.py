@@ -16,7 +16,6 @@ from PIL import Image
 
 from deployments import media
 from tests.conftest import make_token
-from tests.helpers import wait_until
 from tests.serve_app.contract import assert_error
 
 pytestmark = pytest.mark.ray
@@ -122,33 +121,6 @@ def test_usage_counts_exactly_the_calls_made(platform_url: str, admin: httpx.Cli
     assert admin.get("/v1/admin/usage", params={"tenant": tenant}).json()["items"] == items
     only = admin.get("/v1/admin/usage", params={"tenant": tenant, "service": "EMBED", "days": 1}).json()["items"]
     assert only == [usage["embed"]]
-
-
-def test_a_chat_s_grant_asked_at_its_headers_is_given_back_or_charged_the_call_s_cost(
-    platform_url: str, admin: httpx.Client
-) -> None:
-    """The ingress asks for a chat's grant before its body is read (serve_app/early_grants.py)."""
-    tenant = fresh_tenant()
-
-    def flow() -> dict[str, Any]:
-        return admin.get("/v1/admin/scheduler").json()["services"]["llm"]["tenants"].get(tenant, {})
-
-    with session(platform_url, tenant) as http:
-        refused = http.post("/v1/chat/completions", json={"model": "llm", "messages": []})
-        assert refused.status_code in (400, 422), refused.text
-        # The grant was asked for (the scheduler knows the tenant), then given back, refunded in full.
-        wait_until(lambda: flow().get("in_flight") == 0, 30, "the unused grant to be given back")
-        assert flow()["served_cost"] == 0
-        chat = http.post(
-            "/v1/chat/completions",
-            json={"model": "llm", "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 5},
-        ).json()
-        item = wait_for(http, "llm", "requests", 1)
-    # Charged what the call used (prompt + 2 × output tokens), not the estimate the grant was asked with.
-    cost = chat["usage"]["prompt_tokens"] + 2 * chat["usage"]["completion_tokens"]
-    assert (item["refused"], item["cost"]) == (0, cost)
-    wait_until(lambda: flow().get("in_flight") == 0, 30, "the call's release")
-    assert flow()["served_cost"] == cost
 
 
 def wait_for(http: httpx.Client, service: str, counter: str, value: int) -> dict[str, Any]:
