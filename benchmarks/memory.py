@@ -1,5 +1,5 @@
-"""The Serve controller's memory over time: does `serve.status()` (what `serve_app/capacity.py`
-asks every 2 s) grow it, and does it level off?
+"""The Serve controller's memory over time: does `serve.status()` grow it, and does it level off?
+(Its call to the controller, `get_serve_details`, is the one `serve_app/capacity.py` makes every 2 s.)
 
 Each mode is a fresh local Ray cluster running an application shaped like the platform's (an
 ingress and seven model deployments with the platform's Serve options, answering at once), one
