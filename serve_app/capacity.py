@@ -33,6 +33,10 @@ def running_replicas(app_name: str) -> dict[str, int]:
     its request router class, which walks `sys.modules`. In the ingress that cost about 330 ms of
     CPU a call, holding the GIL against the requests it serves, every `FOLLOW_INTERVAL_S`
     (measured with py-spy); the dict costs the caller under a millisecond.
+
+    `_get_global_client` is Serve's own client, not public API: `serve.status()` itself starts with
+    the same `get_serve_details()` (Ray 2.60); a Ray upgrade must keep this test passing:
+    tests/serve_app/test_autoscaling.py compares the two.
     """
     from ray.serve.context import _get_global_client
 
