@@ -668,11 +668,18 @@ class LlamaCppBackend:
                 finish_reason = "tool_calls"
             if content:
                 yield LLMChunk(text=content)
+        finish_reason = finish_reason or "stop"
+        # Counted from the text, which can tokenize longer than it was generated (an emoji generated
+        # as byte tokens: 4 tokens made two that count 6). A generation takes at most max_tokens, and
+        # exactly that many when the length cut it.
+        completion_tokens = min(self._count(text), request.max_tokens)
+        if finish_reason == "length":
+            completion_tokens = request.max_tokens
         yield LLMChunk(
             text="",
-            finish_reason=finish_reason or "stop",
+            finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
-            completion_tokens=self._count(text),
+            completion_tokens=completion_tokens,
             tool_calls=tool_calls,
         )
 

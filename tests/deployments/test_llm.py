@@ -50,6 +50,14 @@ async def test_max_tokens_bounds_the_generation(llama: LlamaCppBackend) -> None:
     assert result.finish_reason == "length" and result.completion_tokens == 4
 
 
+async def test_completion_tokens_never_exceed_max_tokens_when_the_text_tokenizes_longer(llama: LlamaCppBackend) -> None:
+    # SmolLM2 writes these emojis as byte tokens: its 4 tokens make text that tokenizes as 6.
+    request = LLMRequest(messages=[ChatMessage("user", "Reply with emojis only.")], max_tokens=4, temperature=0)
+    result = await llama.run(request)
+    assert llama._count(result.text) > 4  # the case this test is about
+    assert (result.finish_reason, result.completion_tokens) == ("length", 4)
+
+
 async def test_stream_yields_several_chunks_then_usage(llama: LlamaCppBackend) -> None:
     request = LLMRequest(messages=[ChatMessage("user", "Tell me about the sea.")], max_tokens=20, temperature=0)
     chunks = [chunk async for chunk in llama.stream(request)]
