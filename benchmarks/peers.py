@@ -16,7 +16,10 @@ statistics (`requests` counts the calls the scheduler granted).
 The peers live in their own venv, never in the platform's:
 
     .venv/bin/python benchmarks/peers.py --setup  # makes benchmarks/.venv-peers from benchmarks/peers/requirements.txt
-    flock /tmp/labubu-bench.lock .venv/bin/python benchmarks/peers.py [--rounds 4]
+    flock /tmp/labubu-bench.lock .venv/bin/python benchmarks/peers.py [--rounds 4] [--direct-ingress]
+
+With `--direct-ingress`, the platform is called on its ingress replica's own port (Serve's direct
+ingress, which HAProxy or a load balancer sends to in production) instead of through Serve's proxy.
 
 Last line: {"overhead_p50_ms": {"gateway": G, "platform": P}, "throughput_ratio_vs_engine":
 {"gateway": g, "platform": p}}: each one's p50 minus the engine's, and its tokens/s over the engine's.
@@ -154,6 +157,20 @@ def peers(model_path: Path, engine_port: int, gateway_port: int, log_dir: Path) 
                 process.kill()
 
 
+def direct_ingress_url(app_name: str) -> str:
+    """The URL of the app's ingress replica's own HTTP server, from the controller's target groups
+    (what HAProxy is configured from)."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    assert client is not None, "Serve is not running"
+    for group in ray.get(client._controller.get_target_groups.remote(app_name)):
+        if group.protocol == "HTTP" and group.targets:
+            return f"http://{group.targets[0].ip}:{group.targets[0].port}"
+    raise RuntimeError(f"no direct-ingress target for {app_name!r}: is RAY_SERVE_ENABLE_DIRECT_INGRESS=1 set?")
+
+
 @dataclass
 class Target:
     name: str
@@ -231,6 +248,12 @@ def main() -> None:
     parser.add_argument(
         "--port", type=int, default=8411, help="the platform's; the engine and gateway take the next two"
     )
+    parser.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="the platform's ingress replica serves HTTP itself (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), without "
+        "Serve's proxy, as behind HAProxy or a load balancer; the calls go to the replica's own port",
+    )
     args = parser.parse_args()
 
     if args.setup or not PEERS_PYTHON.exists():
@@ -244,7 +267,11 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="labubu-peers-"))
     engine_port, gateway_port = args.port + 1, args.port + 2
     llm_args = {"services": {"llm": {"backends": [{"name": "llama_cpp", "options": {"n_ctx": 4096, "n_threads": 1}}]}}}
+    if args.direct_ingress:
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # read by Serve's processes when they start
     base = start_platform(args.port, llm_args)
+    if args.direct_ingress:
+        base = direct_ingress_url("labubu")
     with peers(model_path, engine_port, gateway_port, log_dir):
         from _platform import token
 
