@@ -379,7 +379,7 @@ async def overload(base: str, args: argparse.Namespace) -> tuple[Run, float, flo
         # Open loop: arrivals keep to their own schedule whatever the answers (sleeping to each
         # arrival's time rather than for each gap, so that a busy event loop does not slow them).
         for period in range(1, args.periods + 1):
-            run.enter(overload_phase(period))
+            run.enter(phase_name("overload", period))
             in_flight: set[asyncio.Task[None]] = set()
             start_s = next_s = run.now()
             while True:
@@ -392,15 +392,21 @@ async def overload(base: str, args: argparse.Namespace) -> tuple[Run, float, flo
                 task = asyncio.create_task(send(run, clients[tenant], tenant, route, path, body, run.phase))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
-            run.enter("drain" if period == 1 else f"drain {period}")
+            run.enter(phase_name("drain", period))
             await drain(run, in_flight, args.drain_s)
 
     await watched(run, base, clients, args.poll_s, phases())
     return run, rates[0], rates[1]
 
 
-def overload_phase(period: int) -> str:
-    return "overload" if period == 1 else f"overload {period}"
+def phase_name(kind: str, period: int) -> str:
+    """`overload` or `drain`, numbered from the second period on."""
+    return kind if period == 1 else f"{kind} {period}"
+
+
+def by_process(growth: Counter[str]) -> dict[str, float]:
+    """Growth per process title, largest first, leaving out those under a megabyte."""
+    return {title: round(mb, 1) for title, mb in growth.most_common() if abs(mb) >= 1}
 
 
 def answered(sample: Sample) -> bool:
@@ -441,7 +447,7 @@ def summarise_overload(run: Run, capacity: float, rate: float, args: argparse.Na
                 ("end", run.now()),
             ]
         },
-        "rss_growth_by_process_mb": {title: round(mb, 1) for title, mb in growth.most_common() if abs(mb) >= 1},
+        "rss_growth_by_process_mb": by_process(growth),
     } | last_period_growth(run, args.periods)
 
 
@@ -450,12 +456,12 @@ def last_period_growth(run: Run, periods: int) -> dict[str, Any]:
     end, when the first periods have set the high-water marks of the same load (leak or not)."""
     if periods == 1:
         return {}
-    before, last = run.rss_at(run.marks[overload_phase(periods)]), run.rss[-1][1]
+    before, last = run.rss_at(run.marks[phase_name("overload", periods)]), run.rss[-1][1]
     growth = Counter(last)
     growth.subtract(before)
     return {
         "rss_growth_last_period_mb": round(last.total() - before.total(), 1),
-        "rss_growth_last_period_by_process_mb": {t: round(mb, 1) for t, mb in growth.most_common() if abs(mb) >= 1},
+        "rss_growth_last_period_by_process_mb": by_process(growth),
     }
 
 

@@ -672,9 +672,10 @@ class LlamaCppBackend:
         # Counted from the text, which can tokenize longer than it was generated (an emoji generated
         # as byte tokens: 4 tokens made two that count 6). A generation takes at most max_tokens, and
         # exactly that many when the length cut it.
-        completion_tokens = min(self._count(text), request.max_tokens)
         if finish_reason == "length":
             completion_tokens = request.max_tokens
+        else:
+            completion_tokens = min(self._count(text), request.max_tokens)
         yield LLMChunk(
             text="",
             finish_reason=finish_reason,

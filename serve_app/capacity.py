@@ -53,10 +53,9 @@ async def follow_capacity(platform: Any, app_name: str) -> None:
     """Forever: read the replicas of each modality and set the scheduler's limits to match."""
     while True:
         try:
-            running = await asyncio.to_thread(running_replicas, app_name)
-            limits, replicas = {}, {}
+            replicas = await asyncio.to_thread(running_replicas, app_name)
+            limits = {}
             for service in SERVICES:
-                replicas[service] = running[service]
                 max_ongoing = (await platform.status(service)).get("max_ongoing_requests") or 2
                 limits[service] = dispatch_limit(replicas[service], int(max_ongoing))
             # Sent every round, not only when they change here: a restarted scheduler starts again
