@@ -8,21 +8,29 @@ Three targets serve the same model file (the one the platform's llama_cpp backen
 - the gateway: LiteLLM's proxy (a master key, no database) in front of that server;
 - the platform: the whole application on a private local Ray cluster, its `llm` on llama_cpp.
 
-In each round, the targets take turns (the order rotates from round to round): first a run of
-sequential short chats (p50, p90), then a burst of longer chats from 4 concurrent clients (tokens/s).
-Every platform call passes the fair scheduler's admission; the run checks it from the tenant's usage
-statistics (`requests` counts the calls the scheduler granted).
+Each round has two parts. First, sequential short chats (p50, p90), the targets taking turns call by
+call (the order rotating), so that every target meets the same moments of a noisy machine; each
+target keeps one connection for the run. Then a burst of longer chats from 4 concurrent clients
+(tokens/s), target after target, the order rotating from round to round. Every platform call passes
+the fair scheduler's admission; the run checks it from the tenant's usage statistics (`requests`
+counts the calls the scheduler granted).
 
 The peers live in their own venv, never in the platform's:
 
     .venv/bin/python benchmarks/peers.py --setup  # makes benchmarks/.venv-peers from benchmarks/peers/requirements.txt
     flock /tmp/labubu-bench.lock .venv/bin/python benchmarks/peers.py [--rounds 4] [--direct-ingress]
 
-With `--direct-ingress`, the platform is called on its ingress replica's own port (Serve's direct
-ingress, which HAProxy or a load balancer sends to in production) instead of through Serve's proxy.
+With `--direct-ingress`, Serve's ingress replica also serves HTTP on its own port (direct ingress),
+beside Serve's proxy, and two more targets are the same platform without the proxy:
+- `platform_haproxy`: HAProxy (the binary `ray[serve]` installs) in front of that port, with the
+  request-path options Serve gives it under `RAY_SERVE_ENABLE_HA_PROXY=1`, as the RayService and
+  `cluster.yaml` run it. Serve's own HAProxy mode binds every interface, which this machine forbids,
+  so the benchmark starts HAProxy itself, on 127.0.0.1 (`common.serve_env.local_haproxy`);
+- `platform_direct`: that port called straight.
 
 Last line: {"overhead_p50_ms": {"gateway": G, "platform": P}, "throughput_ratio_vs_engine":
-{"gateway": g, "platform": p}}: each one's p50 minus the engine's, and its tokens/s over the engine's.
+{"gateway": g, "platform": p}}: each one's p50 minus the engine's, and its tokens/s over the engine's
+(with `platform_haproxy` and `platform_direct` beside them under `--direct-ingress`).
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from _platform import admitted_llm_calls, percentile, start_platform
+
+from common.serve_env import direct_ingress_url, local_haproxy
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".venv-peers"
@@ -157,20 +167,6 @@ def peers(model_path: Path, engine_port: int, gateway_port: int, log_dir: Path) 
                 process.kill()
 
 
-def direct_ingress_url(app_name: str) -> str:
-    """The URL of the app's ingress replica's own HTTP server, from the controller's target groups
-    (what HAProxy is configured from)."""
-    import ray
-    from ray.serve.context import _get_global_client
-
-    client = _get_global_client()
-    assert client is not None, "Serve is not running"
-    for group in ray.get(client._controller.get_target_groups.remote(app_name)):
-        if group.protocol == "HTTP" and group.targets:
-            return f"http://{group.targets[0].ip}:{group.targets[0].port}"
-    raise RuntimeError(f"no direct-ingress target for {app_name!r}: is RAY_SERVE_ENABLE_DIRECT_INGRESS=1 set?")
-
-
 @dataclass
 class Target:
     name: str
@@ -201,12 +197,10 @@ class Target:
         self.calls += 1
         return int(response.json()["usage"]["completion_tokens"])
 
-    def sequential(self, count: int, max_tokens: int) -> None:
-        with self.client() as client:
-            for _ in range(count):
-                start = time.perf_counter()
-                self.short_tokens.append(self.chat(client, SHORT, max_tokens))
-                self.latencies_ms.append((time.perf_counter() - start) * 1000)
+    def timed_short_chat(self, client: httpx.Client, max_tokens: int) -> None:
+        start = time.perf_counter()
+        self.short_tokens.append(self.chat(client, SHORT, max_tokens))
+        self.latencies_ms.append((time.perf_counter() - start) * 1000)
 
     def concurrent(self, clients: int, each: int, max_tokens: int) -> None:
         counts = [0] * clients
@@ -236,6 +230,11 @@ class Target:
         return self.tokens / self.busy_s
 
 
+def rotated(targets: list[Target], index: int) -> list[Target]:
+    shift = index % len(targets)
+    return targets[shift:] + targets[:shift]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="make the peers' venv and exit")
@@ -246,13 +245,14 @@ def main() -> None:
     parser.add_argument("--each", type=int, default=2, help="long chats per client per round")
     parser.add_argument("--long-tokens", type=int, default=64)
     parser.add_argument(
-        "--port", type=int, default=8411, help="the platform's; the engine and gateway take the next two"
+        "--port", type=int, default=8411, help="the platform's; the engine, gateway and HAProxy take the next three"
     )
     parser.add_argument(
         "--direct-ingress",
         action="store_true",
-        help="the platform's ingress replica serves HTTP itself (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), without "
-        "Serve's proxy, as behind HAProxy or a load balancer; the calls go to the replica's own port",
+        help="the platform's ingress replica also serves HTTP itself (RAY_SERVE_ENABLE_DIRECT_INGRESS=1); two "
+        "more targets call it there without Serve's proxy: through HAProxy (platform_haproxy) and straight "
+        "(platform_direct)",
     )
     args = parser.parse_args()
 
@@ -265,66 +265,69 @@ def main() -> None:
 
     model_path = LlamaCppBackend.packaged_model_path()
     log_dir = Path(tempfile.mkdtemp(prefix="labubu-peers-"))
-    engine_port, gateway_port = args.port + 1, args.port + 2
+    engine_port, gateway_port, haproxy_port = args.port + 1, args.port + 2, args.port + 3
     llm_args = {"services": {"llm": {"backends": [{"name": "llama_cpp", "options": {"n_ctx": 4096, "n_threads": 1}}]}}}
     if args.direct_ingress:
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # read by Serve's processes when they start
     base = start_platform(args.port, llm_args)
-    if args.direct_ingress:
-        base = direct_ingress_url("labubu")
-    with peers(model_path, engine_port, gateway_port, log_dir):
+    with ExitStack() as running:
+        running.enter_context(peers(model_path, engine_port, gateway_port, log_dir))
         from _platform import token
 
+        platform_headers = {"Authorization": f"Bearer {token(TENANT)}"}
         targets = [
             Target("engine", f"http://127.0.0.1:{engine_port}", "smollm2", {}),
             Target("gateway", f"http://127.0.0.1:{gateway_port}", "smollm2", {"Authorization": f"Bearer {MASTER_KEY}"}),
-            Target("platform", base, "llm", {"Authorization": f"Bearer {token(TENANT)}"}),
+            Target("platform", base, "llm", platform_headers),
         ]
+        if args.direct_ingress:
+            direct = direct_ingress_url("labubu")
+            behind_haproxy = running.enter_context(local_haproxy(haproxy_port, direct, log_dir))
+            targets.append(Target("platform_haproxy", behind_haproxy, "llm", platform_headers))
+            targets.append(Target("platform_direct", direct, "llm", platform_headers))
+        clients = {target.name: target.client() for target in targets}
         for target in targets:  # warm each: the model's first runs, connections, caches
-            with target.client() as client:
-                for _ in range(3):
-                    target.chat(client, SHORT, args.short_tokens)
-                target.chat(client, LONG, args.long_tokens)
+            for _ in range(3):
+                target.chat(clients[target.name], SHORT, args.short_tokens)
+            target.chat(clients[target.name], LONG, args.long_tokens)
+        calls = 0
         for index in range(args.rounds):
-            order = targets[index % 3 :] + targets[: index % 3]
-            for target in order:
-                target.sequential(args.sequential, args.short_tokens)
-            for target in order:
+            for _ in range(args.sequential):
+                for target in rotated(targets, calls):
+                    target.timed_short_chat(clients[target.name], args.short_tokens)
+                calls += 1
+            for target in rotated(targets, index):
                 target.concurrent(args.clients, args.each, args.long_tokens)
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
-        platform_calls = targets[2].calls
+        for client in clients.values():
+            client.close()
+        platform_calls = sum(target.calls for target in targets if target.model == "llm")
         time.sleep(2)  # the usage statistics are written beside the calls, within moments
         admitted = admitted_llm_calls(base, TENANT)
 
     engine = targets[0]
     engine_p50 = statistics.median(engine.latencies_ms)
     print(
-        f"{'target':<10} {'p50 ms':>8} {'p90 ms':>8} {'overhead p50':>13} {'tokens/short':>13} "
+        f"{'target':<16} {'p50 ms':>8} {'p90 ms':>8} {'overhead p50':>13} {'tokens/short':>13} "
         f"{'tokens/s (' + str(args.clients) + ' clients)':>22} {'vs engine':>10}"
     )
     for target in targets:
         p50 = statistics.median(target.latencies_ms)
         print(
-            f"{target.name:<10} {p50:>8.1f} {percentile(target.latencies_ms, 0.9):>8.1f} "
+            f"{target.name:<16} {p50:>8.1f} {percentile(target.latencies_ms, 0.9):>8.1f} "
             f"{p50 - engine_p50:>+11.1f}ms {statistics.mean(target.short_tokens):>13.1f} "
             f"{target.tokens_per_s:>22.1f} {target.tokens_per_s / engine.tokens_per_s:>9.2f}x"
         )
     print(
-        f"{args.rounds} alternating rounds; each: {args.sequential} sequential short chats "
-        f"({args.short_tokens} tokens) per target, then {args.clients} clients x {args.each} chats of "
+        f"{args.rounds} rounds; each: {args.sequential} sequential short chats ({args.short_tokens} tokens) "
+        f"per target, taking turns call by call, then {args.clients} clients x {args.each} chats of "
         f"{args.long_tokens} tokens. Platform calls admitted by the fair scheduler: {admitted} of {platform_calls}."
     )
     if admitted != platform_calls:
         print(f"WARNING: {platform_calls - admitted} platform calls are missing from the admitted count")
     result = {
-        "overhead_p50_ms": {
-            name: round(statistics.median(t.latencies_ms) - engine_p50, 2)
-            for name, t in (("gateway", targets[1]), ("platform", targets[2]))
-        },
-        "throughput_ratio_vs_engine": {
-            name: round(t.tokens_per_s / engine.tokens_per_s, 3)
-            for name, t in (("gateway", targets[1]), ("platform", targets[2]))
-        },
+        "overhead_p50_ms": {t.name: round(statistics.median(t.latencies_ms) - engine_p50, 2) for t in targets[1:]},
+        "throughput_ratio_vs_engine": {t.name: round(t.tokens_per_s / engine.tokens_per_s, 3) for t in targets[1:]},
     }
     print(json.dumps(result))
     import ray

@@ -33,13 +33,15 @@ TEST_GEMINI_KEY = "test-gemini-key-of-the-labubu-suite-2b8d4e6f"  # the fake Gem
 # The secrets of every process of the session's cluster, as a pod has them from its Secrets, and
 # Serve's request-path options. Ray workers inherit the raylet's environment, fixed when `ray.init`
 # starts it: they are set around the cluster's start and only there, so that unit tests see the
-# test process's own environment.
+# test process's own environment. Serve's direct ingress too, as clusters run it behind HAProxy
+# (common/serve_env.py): the ingress replica also serves HTTP on its own port, beside Serve's proxy,
+# which every other test calls (tests/serve_app/test_haproxy.py calls the replica through HAProxy).
 CLUSTER_SECRETS = {
     "LABUBU_JWT_SECRET": TEST_JWT_SECRET,
     "LABUBU_API_KEY_SECRET": TEST_API_KEY_SECRET,
     "GEMINI_API_KEY": TEST_GEMINI_KEY,
 }
-CLUSTER_ENV = {**SERVE_REQUEST_PATH_ENV, **CLUSTER_SECRETS}
+CLUSTER_ENV = {**SERVE_REQUEST_PATH_ENV, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **CLUSTER_SECRETS}
 REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' own database number of the machine's Redis
 
 

@@ -7,7 +7,8 @@
 - `ScriptedBackend`: a model backend whose behaviour a test sets;
 - workflows through HTTP on the running platform (`client`, `llm`, `submit`, `wait_final`,
   `wait_node`) and on an executor actor with stores of its own (`start_stored`,
-  `wait_stored_final`).
+  `wait_stored_final`);
+- `realtime_text_turn`: one text turn over `/v1/realtime` with the official client.
 
 Fixtures are in tests/conftest.py (the session's platform, and `store`: the state store, SQLite
 and Redis), with `make_token` and `free_port`; what an error answer must look like is
@@ -219,3 +220,21 @@ def wait_restarted(actor: Any, timeout_s: float = 60.0) -> None:
     before = actor_pid(actor)
     ray.kill(actor, no_restart=False)
     wait_until(lambda: actor_pid(actor) not in (None, before), timeout_s, "the actor's restart", interval_s=0.2)
+
+
+def realtime_text_turn(openai_client: Any, text: str, max_output_tokens: int = 16) -> str:
+    """One text-only turn over `/v1/realtime` with the official client's `realtime.connect`: the
+    answer's text, once its `response.done` says it completed."""
+    with openai_client.realtime.connect(model="llm") as connection:
+        connection.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        connection.conversation.item.create(item=item)
+        connection.response.create(response={"max_output_tokens": max_output_tokens})
+        answer = ""
+        for event in connection:
+            if event.type == "response.output_text.delta":
+                answer += event.delta
+            if event.type == "response.done":
+                assert event.response.status == "completed"
+                return answer
+    raise AssertionError("the realtime session ended before response.done")

@@ -28,7 +28,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from common.serve_env import SERVE_REQUEST_PATH_ENV
+from common.serve_env import CLUSTER_INGRESS_ENV, SERVE_REQUEST_PATH_ENV
 from modalities import SERVICES
 from serve_app.settings import Settings
 
@@ -578,3 +578,20 @@ def test_every_way_of_running_sets_serves_request_path_options(kustomization: st
         if "ray start" in command:
             before_start = command.split("ray start")[0]
             assert all(assignment in before_start for assignment in assignments), command
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_clusters_put_haproxy_in_front_of_the_ingress_and_make_run_does_not(kustomization: str) -> None:
+    """Every Ray node of the RayService and of the cluster launcher runs HAProxy in place of Serve's
+    proxy; `make run` keeps Serve's proxy, since HAProxy would bind every interface of the machine."""
+    wanted = CLUSTER_INGRESS_ENV.items()
+    for container in ray_containers(the(rendered(kustomization), "RayService")):
+        env = {entry["name"]: entry.get("value") for entry in container["env"]}
+        assert wanted <= env.items(), container["name"]
+    assignments = [f"{name}={value}" for name, value in wanted]
+    config = yaml_file("cluster.yaml")
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2
+    for command in starts:
+        assert all(assignment in command.split("ray start")[0] for assignment in assignments), command
+    assert not any(name in makefile_run_recipe() for name in CLUSTER_INGRESS_ENV)

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.conftest import make_token
+from tests.helpers import realtime_text_turn
 
 pytestmark = pytest.mark.ray
 
@@ -87,19 +88,7 @@ def test_official_client_spoken_turn(client: openai.OpenAI) -> None:
 
 
 def test_official_client_text_only(client: openai.OpenAI) -> None:
-    with client.realtime.connect(model="llm") as connection:
-        connection.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
-        connection.conversation.item.create(item=item)
-        connection.response.create(response={"max_output_tokens": 16})
-        text = ""
-        for event in connection:
-            if event.type == "response.output_text.delta":
-                text += event.delta
-            if event.type == "response.done":
-                assert event.response.status == "completed"
-                break
-    assert text.strip()
+    assert realtime_text_turn(client, "Say hello.").strip()
 
 
 def test_refused_without_a_valid_token(platform_url: str) -> None:
