@@ -11,6 +11,11 @@ user code that blocks its loop. The platform's request path never blocks a loop 
 files run in threads), so it takes the loop-sharing options that Ray's throughput guide gives:
 measured sequentially through `benchmarks/ceiling.py --clients 1`, Serve's floor fell from 12-14 to
 10-11 ms a request.
+
+Clusters also run HAProxy in place of Serve's proxy (`CLUSTER_INGRESS_ENV`). Serve's HAProxy mode
+cannot run on one machine here, so the tests and benchmarks run its request path themselves: the
+ingress replica's own port (`direct_ingress_url`) behind the same HAProxy binary on loopback
+(`local_haproxy`).
 """
 
 from __future__ import annotations
