@@ -24,8 +24,9 @@ With `--direct-ingress`, Serve's ingress replica also serves HTTP on its own por
 beside Serve's proxy, and two more targets are the same platform without the proxy:
 - `platform_haproxy`: HAProxy (the binary `ray[serve]` installs) in front of that port, with the
   request-path options Serve gives it under `RAY_SERVE_ENABLE_HA_PROXY=1`, as the RayService and
-  `cluster.yaml` run it. Serve's own HAProxy mode binds every interface, which this machine forbids,
-  so the benchmark starts HAProxy itself, on 127.0.0.1 (`common.serve_env.local_haproxy`);
+  `cluster.yaml` run it. Serve's own HAProxy mode binds its stats and metrics ports on every
+  interface, which this machine forbids, so the benchmark starts HAProxy itself, on 127.0.0.1
+  (`common.serve_env.local_haproxy`);
 - `platform_direct`: that port called straight.
 
 Last line: {"overhead_p50_ms": {"gateway": G, "platform": P}, "throughput_ratio_vs_engine":
@@ -285,7 +286,7 @@ def main() -> None:
             behind_haproxy = running.enter_context(local_haproxy(haproxy_port, direct, log_dir))
             targets.append(Target("platform_haproxy", behind_haproxy, "llm", platform_headers))
             targets.append(Target("platform_direct", direct, "llm", platform_headers))
-        clients = {target.name: target.client() for target in targets}
+        clients = {target.name: running.enter_context(target.client()) for target in targets}
         for target in targets:  # warm each: the model's first runs, connections, caches
             for _ in range(3):
                 target.chat(clients[target.name], SHORT, args.short_tokens)
@@ -299,8 +300,6 @@ def main() -> None:
             for target in rotated(targets, index):
                 target.concurrent(args.clients, args.each, args.long_tokens)
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
-        for client in clients.values():
-            client.close()
         platform_calls = sum(target.calls for target in targets if target.model == "llm")
         time.sleep(2)  # the usage statistics are written beside the calls, within moments
         admitted = admitted_llm_calls(base, TENANT)

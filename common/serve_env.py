@@ -37,34 +37,49 @@ SERVE_REQUEST_PATH_ENV = {
 # (Serve's direct ingress, ports 30000 up), as Ray's KubeRay high-throughput guide sets it. Serve's
 # proxy is a Python actor: relaying a request costs a hop in, a call back for the body and a hop
 # out. `benchmarks/peers.py --direct-ingress` measures both paths side by side (README, "The proxy
-# hop in production"). Not for `make run`: HAProxy and the replicas' ports then bind every
-# interface of the machine.
+# hop in production"). Serve then also keeps a stopping ingress replica draining for 30 s, for load
+# balancers to let go of it. Not for `make run`: Serve's HAProxy binds its stats and metrics ports
+# (8404, 9101) on every interface of the machine.
 CLUSTER_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 
-def direct_ingress_url(app_name: str) -> str:
+def direct_ingress_url(app_name: str, timeout_s: float = 60) -> str:
     """The URL of `app_name`'s ingress replica's own HTTP server (Serve's direct ingress), from the
-    controller's target groups, which Serve configures HAProxy from. Private Serve API, as in
-    `serve_app/capacity.py`: `tests/serve_app/test_haproxy.py` notices if it changes."""
+    controller's target groups, which Serve configures HAProxy from. Until a replica has its port,
+    or without direct ingress, the controller names its proxies there instead: only a target in the
+    direct-ingress port range is the replica's. Private Serve API, as in `serve_app/capacity.py`:
+    `tests/serve_app/test_haproxy.py` notices if it changes."""
     import ray
+    from ray.serve._private.constants import (
+        RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT,
+        RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT,
+    )
     from ray.serve.context import _get_global_client
 
     client = _get_global_client()
     if client is None:
         raise RuntimeError("Serve is not running")
-    for group in ray.get(client._controller.get_target_groups.remote(app_name)):
-        if group.protocol == "HTTP" and group.targets:
-            return f"http://{group.targets[0].ip}:{group.targets[0].port}"
-    raise RuntimeError(f"no direct-ingress target for {app_name!r}: is RAY_SERVE_ENABLE_DIRECT_INGRESS=1 set?")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for group in ray.get(client._controller.get_target_groups.remote(app_name)):
+            for target in group.targets if group.protocol == "HTTP" else []:
+                if RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT <= target.port <= RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT:
+                    return f"http://{target.ip}:{target.port}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"no direct-ingress port for {app_name!r} in {timeout_s:g} s: is RAY_SERVE_ENABLE_DIRECT_INGRESS=1 set?"
+            )
+        time.sleep(0.5)
 
 
 def haproxy_config(port: int, server_url: str) -> str:
     """An HAProxy config that listens on 127.0.0.1:`port` and sends every request to `server_url`
     (a direct-ingress port), with the options of Serve's own HAProxy config that touch a request's
     path, at their defaults (ray/serve/_private/haproxy_templates.py): HTTP mode, TCP_NODELAY,
-    splicing, 4 threads, a 5 s connect timeout, an hour for an idle client (and server). Serve's own
-    HAProxy mode binds every interface; this is its request path on one machine, for the tests and
-    benchmarks (`local_haproxy`)."""
+    splicing, server connections reused, 4 threads, a 5 s connect timeout, an hour for an idle
+    client and no server timeout. Left out: what only failures or several replicas use (retries,
+    redispatch, balancing, error files) and the stats and metrics ports. For the tests and
+    benchmarks (`local_haproxy`), where Serve's own HAProxy mode cannot run."""
     return f"""global
     maxconn 4096
     nbthread 4
@@ -72,7 +87,6 @@ defaults
     mode http
     timeout connect 5s
     timeout client 3600s
-    timeout server 3600s
     option http-no-delay
     option abortonclose
     option splice-request
@@ -81,6 +95,7 @@ frontend platform
     bind 127.0.0.1:{port}
     default_backend ingress
 backend ingress
+    http-reuse always
     server replica {server_url.removeprefix("http://")}
 """
 
@@ -97,17 +112,27 @@ def local_haproxy(port: int, server_url: str, work_dir: Path, timeout_s: float =
         process = subprocess.Popen([get_haproxy_binary(), "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout_s
-            while True:
+            while not _accepts(port) or process.poll() is not None:
+                # Polled after the port answers too: another program on the port would answer
+                # while HAProxy exits, unable to bind it.
                 if process.poll() is not None:
                     raise RuntimeError(f"HAProxy exited with {process.returncode}: {work_dir / 'haproxy.log'}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"HAProxy did not take 127.0.0.1:{port} in {timeout_s:g} s")
+                time.sleep(0.1)
             yield f"http://127.0.0.1:{port}"
         finally:
             process.terminate()
-            process.wait(timeout=20)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -36,12 +36,15 @@ TEST_GEMINI_KEY = "test-gemini-key-of-the-labubu-suite-2b8d4e6f"  # the fake Gem
 # test process's own environment. Serve's direct ingress too, as clusters run it behind HAProxy
 # (common/serve_env.py): the ingress replica also serves HTTP on its own port, beside Serve's proxy,
 # which every other test calls (tests/serve_app/test_haproxy.py calls the replica through HAProxy).
+# A stopping ingress replica then drains for a while, for load balancers to let go of it; here no
+# balancer follows the replicas, so 1 s instead of 30 (a redeploy's swap would wait them out).
 CLUSTER_SECRETS = {
     "LABUBU_JWT_SECRET": TEST_JWT_SECRET,
     "LABUBU_API_KEY_SECRET": TEST_API_KEY_SECRET,
     "GEMINI_API_KEY": TEST_GEMINI_KEY,
 }
-CLUSTER_ENV = {**SERVE_REQUEST_PATH_ENV, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **CLUSTER_SECRETS}
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+CLUSTER_ENV = {**SERVE_REQUEST_PATH_ENV, **DIRECT_INGRESS_ENV, **CLUSTER_SECRETS}
 REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' own database number of the machine's Redis
 
 

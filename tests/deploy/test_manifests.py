@@ -581,17 +581,19 @@ def test_every_way_of_running_sets_serves_request_path_options(kustomization: st
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_clusters_put_haproxy_in_front_of_the_ingress_and_make_run_does_not(kustomization: str) -> None:
-    """Every Ray node of the RayService and of the cluster launcher runs HAProxy in place of Serve's
-    proxy; `make run` keeps Serve's proxy, since HAProxy would bind every interface of the machine."""
-    wanted = CLUSTER_INGRESS_ENV.items()
+def test_every_node_of_the_rayservice_runs_haproxy_in_place_of_serves_proxy(kustomization: str) -> None:
     for container in ray_containers(the(rendered(kustomization), "RayService")):
         env = {entry["name"]: entry.get("value") for entry in container["env"]}
-        assert wanted <= env.items(), container["name"]
-    assignments = [f"{name}={value}" for name, value in wanted]
+        assert CLUSTER_INGRESS_ENV.items() <= env.items(), container["name"]
+
+
+def test_the_cluster_launcher_runs_haproxy_and_make_run_keeps_serves_proxy() -> None:
+    """`make run` is one machine: Serve's HAProxy would bind its stats and metrics ports on every interface."""
+    assignments = [f"{name}={value}" for name, value in CLUSTER_INGRESS_ENV.items()]
     config = yaml_file("cluster.yaml")
     starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
     assert len(starts) == 2
     for command in starts:
         assert all(assignment in command.split("ray start")[0] for assignment in assignments), command
-    assert not any(name in makefile_run_recipe() for name in CLUSTER_INGRESS_ENV)
+    recipe = makefile_run_recipe()
+    assert "serve run" in recipe and not any(name in recipe for name in CLUSTER_INGRESS_ENV)

@@ -1,8 +1,9 @@
 """The platform behind HAProxy, as the RayService and `cluster.yaml` run it (`RAY_SERVE_ENABLE_HA_PROXY=1`):
 HAProxy sends each request straight to the ingress replica's own HTTP port (Serve's direct ingress),
-without Serve's proxy. Serve's own HAProxy mode binds every interface, so the session's cluster runs
-direct ingress alone (tests/conftest.py) and the test starts the same HAProxy binary on 127.0.0.1 in
-front of it, with Serve's request-path options (`common.serve_env.haproxy_config`). What a proxy
+without Serve's proxy. Serve's own HAProxy mode binds its stats and metrics ports on every interface,
+so the session's cluster runs direct ingress alone (tests/conftest.py) and the test starts the same
+HAProxy binary on 127.0.0.1 in front of it, with the options of Serve's HAProxy config that touch a
+request (`common.serve_env.haproxy_config`). What a proxy
 could break is called through it with the official client and plain HTTP: a chat and its stream
 (server-sent events), the realtime WebSocket, a multipart upload, a workflow's event stream and an
 error's body."""
@@ -22,6 +23,8 @@ from serve_app.openai_format import MODEL_HEADER
 from tests.conftest import free_port, make_token
 from tests.helpers import realtime_text_turn
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def haproxy_url(platform_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -34,7 +37,7 @@ def client(haproxy_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{haproxy_url}/v1", api_key=make_token(tenant="haproxy"), timeout=120)
 
 
-def test_the_direct_ingress_port_is_the_ingress_replicas_own_on_loopback(platform_url: str) -> None:
+def test_the_ingress_replica_serves_on_a_port_of_its_own_beside_the_proxy(platform_url: str) -> None:
     direct = direct_ingress_url("labubu")
     assert urlsplit(direct).hostname == "127.0.0.1"
     assert urlsplit(direct).port != urlsplit(platform_url).port  # not Serve's proxy
