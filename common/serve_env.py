@@ -112,14 +112,14 @@ def local_haproxy(port: int, server_url: str, work_dir: Path, timeout_s: float =
         process = subprocess.Popen([get_haproxy_binary(), "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout_s
-            while not _accepts(port) or process.poll() is not None:
-                # Polled after the port answers too: another program on the port would answer
-                # while HAProxy exits, unable to bind it.
-                if process.poll() is not None:
-                    raise RuntimeError(f"HAProxy exited with {process.returncode}: {work_dir / 'haproxy.log'}")
+            while not _accepts(port) and process.poll() is None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"HAProxy did not take 127.0.0.1:{port} in {timeout_s:g} s")
                 time.sleep(0.1)
+            # Polled after the port answers too: another program on the port would answer while
+            # HAProxy exits, unable to bind it.
+            if process.poll() is not None:
+                raise RuntimeError(f"HAProxy exited with {process.returncode}: {work_dir / 'haproxy.log'}")
             yield f"http://127.0.0.1:{port}"
         finally:
             process.terminate()

@@ -562,38 +562,46 @@ def makefile_run_recipe() -> str:
     return result.stdout
 
 
+def container_env(container: dict[str, Any]) -> dict[str, Any]:
+    """A container's env as names and plain values (None for one taken from a Secret)."""
+    return {entry["name"]: entry.get("value") for entry in container["env"]}
+
+
+def environments_of_ray_start() -> list[str]:
+    """What precedes `ray start` in each of the cluster launcher's start commands (head, workers)."""
+    config = yaml_file("cluster.yaml")
+    commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    return [command.split("ray start")[0] for command in commands if "ray start" in command]
+
+
+def assignments(env: dict[str, str]) -> list[str]:
+    return [f"{name}={value}" for name, value in env.items()]
+
+
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_every_way_of_running_sets_serves_request_path_options(kustomization: str) -> None:
     """Serve reads them from each process's environment when it starts: `make run`, every Ray
     node's env in the RayService, and `ray start` on every node of the cluster launcher."""
-    wanted = SERVE_REQUEST_PATH_ENV.items()
     for container in ray_containers(the(rendered(kustomization), "RayService")):
-        env = {entry["name"]: entry.get("value") for entry in container["env"]}
-        assert wanted <= env.items(), container["name"]
-    assignments = [f"{name}={value}" for name, value in wanted]
+        assert SERVE_REQUEST_PATH_ENV.items() <= container_env(container).items(), container["name"]
+    wanted = assignments(SERVE_REQUEST_PATH_ENV)
     recipe = makefile_run_recipe()
-    assert "serve run" in recipe and all(assignment in recipe for assignment in assignments)
-    config = yaml_file("cluster.yaml")
-    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
-        if "ray start" in command:
-            before_start = command.split("ray start")[0]
-            assert all(assignment in before_start for assignment in assignments), command
+    assert "serve run" in recipe and all(assignment in recipe for assignment in wanted)
+    for before_start in environments_of_ray_start():
+        assert all(assignment in before_start for assignment in wanted), before_start
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_every_node_of_the_rayservice_runs_haproxy_in_place_of_serves_proxy(kustomization: str) -> None:
     for container in ray_containers(the(rendered(kustomization), "RayService")):
-        env = {entry["name"]: entry.get("value") for entry in container["env"]}
-        assert CLUSTER_INGRESS_ENV.items() <= env.items(), container["name"]
+        assert CLUSTER_INGRESS_ENV.items() <= container_env(container).items(), container["name"]
 
 
 def test_the_cluster_launcher_runs_haproxy_and_make_run_keeps_serves_proxy() -> None:
     """`make run` is one machine: Serve's HAProxy would bind its stats and metrics ports on every interface."""
-    assignments = [f"{name}={value}" for name, value in CLUSTER_INGRESS_ENV.items()]
-    config = yaml_file("cluster.yaml")
-    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    starts = environments_of_ray_start()
     assert len(starts) == 2
-    for command in starts:
-        assert all(assignment in command.split("ray start")[0] for assignment in assignments), command
+    for before_start in starts:
+        assert all(assignment in before_start for assignment in assignments(CLUSTER_INGRESS_ENV)), before_start
     recipe = makefile_run_recipe()
     assert "serve run" in recipe and not any(name in recipe for name in CLUSTER_INGRESS_ENV)

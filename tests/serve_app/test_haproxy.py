@@ -3,15 +3,15 @@ HAProxy sends each request straight to the ingress replica's own HTTP port (Serv
 without Serve's proxy. Serve's own HAProxy mode binds its stats and metrics ports on every interface,
 so the session's cluster runs direct ingress alone (tests/conftest.py) and the test starts the same
 HAProxy binary on 127.0.0.1 in front of it, with the options of Serve's HAProxy config that touch a
-request (`common.serve_env.haproxy_config`). What a proxy
-could break is called through it with the official client and plain HTTP: a chat and its stream
-(server-sent events), the realtime WebSocket, a multipart upload, a workflow's event stream and an
-error's body."""
+request (`common.serve_env.haproxy_config`). What a proxy could break is called through it with the
+official client and plain HTTP: a chat and its stream (server-sent events), the realtime WebSocket,
+a multipart upload, a workflow's event stream and an error's body."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,24 +45,16 @@ def test_the_ingress_replica_serves_on_a_port_of_its_own_beside_the_proxy(platfo
 
 
 def test_a_chat_and_its_stream_through_haproxy(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": "Name a color."}]
-    raw = client.chat.completions.with_raw_response.create(
-        model="llm",
-        messages=messages,
-        max_tokens=8,
-        temperature=0,  # type: ignore[arg-type]
-    )
+    request: dict[str, Any] = {
+        "model": "llm",
+        "messages": [{"role": "user", "content": "Name a color."}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+    raw = client.chat.completions.with_raw_response.create(**request)
     answer = raw.parse()
     assert raw.headers[MODEL_HEADER] and raw.headers["x-request-id"]
-    chunks = list(
-        client.chat.completions.create(
-            model="llm",
-            messages=messages,
-            max_tokens=8,
-            temperature=0,
-            stream=True,  # type: ignore[arg-type]
-        )
-    )
+    chunks = list(client.chat.completions.create(**request, stream=True))
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) > 1  # a stream of events, not one answer
     assert "".join(deltas) == answer.choices[0].message.content
